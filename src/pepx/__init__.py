@@ -1,0 +1,8 @@
+"""pepx: PEPX-ResNet and baselines for 3-class chest X-ray classification (Normal / Non-COVID pneumonia / COVID-19)."""
+
+__version__ = "0.1.0"
+
+#: Class order used everywhere in pepx (label index = position).
+CLASSES: tuple[str, ...] = ("normal", "pneumonia", "COVID-19")
+#: The paper's names for the same classes, in the same order.
+CLASS_DISPLAY: tuple[str, ...] = ("Normal", "Non-COVID", "COVID-19")

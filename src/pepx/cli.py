@@ -1,0 +1,114 @@
+"""The `pepx` command line: one parser, one small handler per sub-command.
+
+Each handler only parses, calls the library and prints; the work lives in the packages
+(`pepx.models`, `pepx.data`, `pepx.training`, `pepx.evaluation`, `pepx.experiments`).
+Imports are lazy so that `pepx --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+# --------------------------------------------------------------------------- models
+def _add_models_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="table of each model's parameters and GFLOPs")
+    p.add_argument("--size", type=int, nargs="+", default=[224], help="input sizes (pixels)")
+    p.add_argument("--in-chans", type=int, default=1)
+    p.add_argument("--num-classes", type=int, default=3)
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    raise NotImplementedError("pepx models: owned by the models work")
+
+
+# --------------------------------------------------------------------------- data
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="inspect and split chest X-ray data sets")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+
+    pi = dsub.add_parser("inspect", help="counts, decode check, leak and confound report")
+    pi.add_argument("source", help="FORMAT:PATH, e.g. csv:data/metadata.csv, covidx:/d, folder:/d, synthetic")
+    pi.add_argument("--no-decode", action="store_true", help="skip decoding every image")
+    pi.set_defaults(func=_cmd_data_inspect)
+
+    ps = dsub.add_parser("split", help="balanced, patient-disjoint train/val/test split")
+    ps.add_argument("source")
+    ps.add_argument("--n-train", type=int, default=1000)
+    ps.add_argument("--n-test", type=int, default=100)
+    ps.add_argument("--n-val", type=int, default=0)
+    ps.add_argument("--seed", type=int, default=0)
+    ps.add_argument("--out", default="split.csv")
+    ps.set_defaults(func=_cmd_data_split)
+
+
+def _cmd_data_inspect(args: argparse.Namespace) -> int:
+    raise NotImplementedError("pepx data inspect: owned by the data work")
+
+
+def _cmd_data_split(args: argparse.Namespace) -> int:
+    raise NotImplementedError("pepx data split: owned by the data work")
+
+
+# --------------------------------------------------------------------------- train
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one model with one loss on a split")
+    p.add_argument("--config", help="YAML or TOML config file")
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--resume", metavar="RUN", help="continue a killed run from its last checkpoint")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. model=resnet18 epochs=5")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    raise NotImplementedError("pepx train: owned by the training work")
+
+
+# --------------------------------------------------------------------------- evaluate
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="metrics with bootstrap CIs, per source and age group")
+    p.add_argument("run", help="run folder written by `pepx train`")
+    p.add_argument("--data", help="data SOURCE (default: the run's own)")
+    p.add_argument("--split", help="split CSV (default: the run's own)")
+    p.add_argument("--out", help="report folder (default: RUN/eval)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    raise NotImplementedError("pepx evaluate: owned by the evaluation work")
+
+
+# --------------------------------------------------------------------------- reproduce
+def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="the paper's grid: 3 networks x 2 losses x seeds, Tables 1-4, Figs 9-10")
+    p.add_argument("--data", default="synthetic")
+    p.add_argument("--profile", choices=["smoke", "cpu", "paper"], default="smoke")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the profile's)")
+    p.add_argument("--out", default="runs/reproduce")
+    p.set_defaults(func=_cmd_reproduce)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    raise NotImplementedError("pepx reproduce: owned by the experiments work")
+
+
+# --------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pepx", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
+                _add_reproduce_parser):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
