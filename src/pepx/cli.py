@@ -88,6 +88,11 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", choices=["smoke", "cpu", "paper"], default="smoke")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the profile's)")
     p.add_argument("--out", default="runs/reproduce")
+    p.add_argument("--n-train", type=int, default=None, help="training images per class (default: the profile's)")
+    p.add_argument("--n-test", type=int, default=None, help="test images per class (default: the profile's)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the profile's)")
+    p.add_argument("--models", nargs="+", default=None, help="subset of pepx_resnet resnet18 covidnet")
+    p.add_argument("--losses", nargs="+", default=None, help="subset of ce focal")
     p.set_defaults(func=_cmd_reproduce)
 
 
