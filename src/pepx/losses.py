@@ -1,0 +1,72 @@
+"""Losses: cross-entropy and the softmax focal loss of the paper (§3.4, Lin et al. 2017).
+
+``FL = -alpha_t * (1 - p_t)^gamma * log p_t``, ``p_t`` the softmax probability of the true class, computed
+from ``log_softmax`` so that huge logits stay finite. ``alpha`` is a scalar or a per-class tensor (``alpha_t =
+alpha[target]``). The paper uses ``alpha = 1, gamma = 1``.
+
+Hand-written on purpose: MONAI's ``FocalLoss`` applies ``alpha`` the binary (sigmoid) way, weighting class 0
+by ``1 - alpha`` and the others by ``alpha``, so ``alpha=1`` there zeroes class 0's weight instead of being
+the paper's neutral value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class FocalLoss(nn.Module):
+    """Softmax focal loss on ``(logits [N, C], target [N] long)``; ``reduction`` "mean" | "sum" | "none"."""
+
+    def __init__(
+        self,
+        gamma: float = 1.0,
+        alpha: float | Sequence[float] | Tensor = 1.0,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        self.gamma = float(gamma)
+        self.reduction = reduction
+        if isinstance(alpha, (int, float)):
+            self.alpha_scalar: float | None = float(alpha)
+            self.register_buffer("alpha", None)
+        else:
+            self.alpha_scalar = None
+            self.register_buffer("alpha", torch.as_tensor(alpha, dtype=torch.float32).flatten())
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        logp = F.log_softmax(logits.float(), dim=1)
+        logp_t = logp.gather(1, target.long().unsqueeze(1)).squeeze(1)
+        p_t = logp_t.exp()
+        # (1 - p_t)^0 must be 1 even where p_t == 1; torch.pow(0., 0.) == 1 already.
+        loss = -torch.pow((1.0 - p_t).clamp(min=0.0), self.gamma) * logp_t
+        if self.alpha is not None:
+            loss = loss * self.alpha.to(loss.device)[target]
+        elif self.alpha_scalar != 1.0:
+            loss = loss * self.alpha_scalar
+        if self.reduction == "mean":
+            return loss.mean()
+        if self.reduction == "sum":
+            return loss.sum()
+        return loss
+
+    def extra_repr(self) -> str:
+        alpha = self.alpha_scalar if self.alpha is None else self.alpha.tolist()
+        return f"gamma={self.gamma}, alpha={alpha}, reduction={self.reduction!r}"
+
+
+def create_loss(name: str, **kwargs) -> nn.Module:
+    """``"ce"`` -> ``nn.CrossEntropyLoss(**kwargs)``; ``"focal"`` -> :class:`FocalLoss` (``gamma``, ``alpha``,
+    ``reduction``)."""
+    if name == "ce":
+        return nn.CrossEntropyLoss(**kwargs)
+    if name == "focal":
+        return FocalLoss(**kwargs)
+    raise ValueError(f"unknown loss {name!r}; choose 'ce' or 'focal'")

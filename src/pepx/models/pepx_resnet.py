@@ -1,0 +1,160 @@
+r"""PEPX-ResNet (paper §3.1-3.2): a ResNet-like backbone plus a PEPX network feeding it, one direction only.
+
+Block (§3.2), with learned scalars A, B, C::
+
+    Y = F[F1(x) + x] + A*F1(x) + B*x + C*PEPX(X)            out = ReLU(Y)
+
+* ``F1`` = the block's first two 3x3 convs (conv-BN-ReLU, conv-BN); the block's stride sits in F1's first
+  conv.
+* ``x`` is the block input; where the block changes width or stride it is replaced by ``proj(x)`` (1x1 conv
+  with the stride + BN) everywhere it is added (in ``F1(x) + x`` and in ``B*x``).
+* ``F`` = the last two 3x3 convs (conv-BN-ReLU, conv-BN), applied to ``ReLU(F1(x) + x)`` - the post-add ReLU
+  of a ResNet basic block.
+* ``A = B = C = 1`` at init: with A = B = 1 the block starts as two stacked ResNet basic blocks
+  (``F(h) + F1(x) + x`` with ``h = ReLU(F1(x) + x)``), and C = 1 lets the PEPX path contribute and receive
+  gradient from the first step. ``abc_init`` overrides the three values.
+* A ReLU follows ``Y`` (ResNet style), so blocks chain like ResNet blocks.
+
+Network (§3.1, our reading of the missing Fig. 1), ``pepx_input="stream"`` (default)::
+
+    image -> stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) = s
+                |                                                   (PEPX stream, never reads the backbone)
+                +--> p1 = PEPX1(s)  --> p2 = PEPX2(p1) --> p3 = PEPX3(p2) --> p4 = PEPX4(p3)
+                |       | C                 | C                 | C                 | C
+                v       v                   v                   v                   v
+                s --> [stage 1] ------> [stage 2] ------> [stage 3] ------> [stage 4] --> avg-pool --> fc
+
+``PEPX_k`` has stage k's stride (1, 2, 2, 2) and width (64, 128, 256, 512 times ``width``), so ``p_k`` has the
+shape of stage k's output. ``p_k`` enters every block of stage k through ``C*PEPX(X)`` (with ``depths > 1``
+the later blocks receive the same ``p_k``; they have stride 1 and the stage width, so shapes agree). Data
+flows only from the PEPX network into the convolution blocks: the "combination of two networks" of §3.1, added
+with learned weights.
+
+``pepx_input="block"``: the other reading - each block owns a PEPX applied to its own input ``x`` (with the
+block's stride and output width).
+
+``depths=(1, 1, 1, 1)`` by default: one block = four 3x3 convs a stage, as ResNet18's two basic blocks.
+``pepx_depthwise=False`` (the paper's full 3x3 conv inside PEPX).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .layers import conv_bn_act, init_weights, projection, resnet_stem, scaled
+from .pepx import PEPX
+from .registry import register_model
+
+
+class PEPXResNetBlock(nn.Module):
+    """``Y = F[F1(x) + x] + A*F1(x) + B*x + C*PEPX(X)``, ``out = ReLU(Y)`` (see module docstring)."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        own_pepx: bool = False,
+        pepx_depthwise: bool = False,
+        abc_init: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    ) -> None:
+        super().__init__()
+        self.f1 = nn.Sequential(
+            conv_bn_act(in_ch, out_ch, 3, stride), conv_bn_act(out_ch, out_ch, 3, act=False)
+        )
+        self.f = nn.Sequential(conv_bn_act(out_ch, out_ch, 3), conv_bn_act(out_ch, out_ch, 3, act=False))
+        self.shortcut = projection(in_ch, out_ch, stride)
+        self.pepx = PEPX(in_ch, out_ch, stride, depthwise=pepx_depthwise) if own_pepx else None
+        a, b, c = abc_init
+        self.A = nn.Parameter(torch.tensor(float(a)))
+        self.B = nn.Parameter(torch.tensor(float(b)))
+        self.C = nn.Parameter(torch.tensor(float(c)))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor, p: Tensor | None = None) -> Tensor:
+        """``p``: the stream's PEPX output for this stage; ``None`` when the block owns its PEPX."""
+        if self.pepx is not None:
+            p = self.pepx(x)
+        elif p is None:
+            raise ValueError("this block has no PEPX of its own: pass the stream's output p")
+        f1 = self.f1(x)
+        sx = self.shortcut(x)
+        y = self.f(torch.relu(f1 + sx)) + self.A * f1 + self.B * sx + self.C * p
+        return self.relu(y)
+
+
+class PEPXResNet(nn.Module):
+    """Stem, four stages of :class:`PEPXResNetBlock`, PEPX stream (or per-block PEPX), avg-pool, ``fc``."""
+
+    pretrained_cfg = {"first_conv": "conv1", "classifier": "fc"}
+
+    def __init__(
+        self,
+        num_classes: int = 3,
+        in_chans: int = 1,
+        width: float = 1.0,
+        depths: tuple[int, ...] = (1, 1, 1, 1),
+        pepx_input: Literal["stream", "block"] = "stream",
+        pepx_depthwise: bool = False,
+        abc_init: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    ) -> None:
+        super().__init__()
+        if pepx_input not in ("stream", "block"):
+            raise ValueError(f"pepx_input must be 'stream' or 'block', got {pepx_input!r}")
+        if len(depths) != 4 or min(depths) < 1:
+            raise ValueError(f"depths must be four integers >= 1, got {depths}")
+        self.pepx_input = pepx_input
+        widths = [scaled(c, width) for c in (64, 128, 256, 512)]
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet_stem(in_chans, widths[0])
+        own = pepx_input == "block"
+        in_ch = widths[0]
+        stream = []
+        for i, (n, w) in enumerate(zip(depths, widths, strict=True)):
+            stride = 1 if i == 0 else 2
+            blocks = [PEPXResNetBlock(in_ch, w, stride, own, pepx_depthwise, abc_init)]
+            blocks += [PEPXResNetBlock(w, w, 1, own, pepx_depthwise, abc_init) for _ in range(n - 1)]
+            setattr(self, f"layer{i + 1}", nn.ModuleList(blocks))
+            stream.append(PEPX(in_ch, w, stride, depthwise=pepx_depthwise))
+            in_ch = w
+        self.pepx_stream = None if own else nn.ModuleList(stream)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        self.num_features = in_ch
+        init_weights(self)
+
+    def stages(self) -> list[nn.ModuleList]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        p: Tensor | None = x
+        for k, stage in enumerate(self.stages()):
+            if self.pepx_stream is not None:
+                p = self.pepx_stream[k](p)  # p_k = PEPX_k(p_{k-1}), p_0 = stem output
+            for block in stage:
+                x = block(x, p if self.pepx_stream is not None else None)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+
+@register_model
+def pepx_resnet(*, num_classes: int = 3, in_chans: int = 1, width: float = 1.0, **kwargs) -> PEPXResNet:
+    """PEPX-ResNet; ``kwargs``: ``depths``, ``pepx_input`` ("stream" | "block"), ``pepx_depthwise``,
+    ``abc_init``."""
+    return PEPXResNet(num_classes=num_classes, in_chans=in_chans, width=width, **kwargs)
+
+
+def residual_scalars(model: nn.Module) -> dict[str, float]:
+    """Every PEPX-ResNet block's learned A, B, C as ``{"layer1.0.A": ..., ...}``; ``{}`` for other models."""
+    out: dict[str, float] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, PEPXResNetBlock):
+            name = name.removeprefix("_orig_mod.")  # torch.compile wrapper
+            for s in ("A", "B", "C"):
+                out[f"{name}.{s}"] = float(getattr(module, s).detach())
+    return out

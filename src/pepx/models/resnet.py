@@ -1,0 +1,82 @@
+"""ResNet18 (He et al. 2016), state-dict compatible with torchvision's ``resnet18``.
+
+Same module names as torchvision (``conv1``, ``bn1``, ``layer1..4`` of ``BasicBlock`` with
+``conv1/bn1/conv2/bn2`` and ``downsample.0/.1``, ``fc``), so ImageNet weights downloaded for torchvision load
+with ``create_model("resnet18", pretrained="resnet18.pth")`` (see :mod:`pepx.models.registry`). ``width``
+scales the channels (64-128-256-512); only ``width=1`` matches torchvision's shapes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .layers import init_weights, resnet_stem, scaled
+from .registry import register_model
+
+
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """``y = ReLU(BN(conv(ReLU(BN(conv(x))))) + downsample(x))``; stride in ``conv1`` (ResNet v1.5)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_ch, out_ch, stride)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(out_ch, out_ch)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet with BasicBlocks: stem, four stages (strides 1, 2, 2, 2), global average pool, linear ``fc``."""
+
+    pretrained_cfg = {"first_conv": "conv1", "classifier": "fc"}
+
+    def __init__(
+        self,
+        layers: tuple[int, int, int, int] = (2, 2, 2, 2),
+        num_classes: int = 3,
+        in_chans: int = 1,
+        width: float = 1.0,
+    ) -> None:
+        super().__init__()
+        widths = [scaled(c, width) for c in (64, 128, 256, 512)]
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet_stem(in_chans, widths[0])
+        in_ch = widths[0]
+        for i, (n, w) in enumerate(zip(layers, widths, strict=True)):
+            stride = 1 if i == 0 else 2
+            blocks = [BasicBlock(in_ch, w, stride)] + [BasicBlock(w, w) for _ in range(n - 1)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            in_ch = w
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        self.num_features = in_ch
+        init_weights(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+
+@register_model
+def resnet18(*, num_classes: int = 3, in_chans: int = 1, width: float = 1.0) -> ResNet:
+    """ResNet18: two BasicBlocks per stage, 11.7 M parameters at width 1 with 1000 classes."""
+    return ResNet((2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans, width=width)
