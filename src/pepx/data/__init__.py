@@ -1,0 +1,36 @@
+"""pepx.data: read chest X-ray data sets into one manifest, split them, cache and serve the images.
+
+Public API (contract in docs/interfaces.md):
+`load_source`, `SourceResult`, `Problem`, `read_image`, `ImageReadError`, `balanced_split`, `save_split`,
+`load_split`, `CXRDataset`, `Preprocess`, `Augment`, `leak_check`, `confound_report`, `cache_root`.
+"""
+
+from __future__ import annotations
+
+from pepx.data.cache import cache_root
+from pepx.data.dataset import CXRDataset
+from pepx.data.errors import DataError, ImageReadError, SourceError, SplitError
+from pepx.data.io import read_image
+from pepx.data.manifest import MANIFEST_COLUMNS, Problem, SourceResult
+from pepx.data.sources import load_source
+from pepx.data.split import balanced_split, load_split, save_split
+from pepx.data.transforms import Augment, Preprocess
+
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "Augment",
+    "CXRDataset",
+    "DataError",
+    "ImageReadError",
+    "Preprocess",
+    "Problem",
+    "SourceError",
+    "SourceResult",
+    "SplitError",
+    "balanced_split",
+    "cache_root",
+    "load_source",
+    "load_split",
+    "read_image",
+    "save_split",
+]

@@ -1,0 +1,97 @@
+"""`CXRDataset`: a manifest frame as a torch Dataset of (image [1, S, S] float32, label int)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from pepx import CLASSES
+from pepx.data.cache import ImageCache
+from pepx.data.transforms import Augment, Preprocess, augment, item_generator, load_preprocessed, normalize
+
+log = logging.getLogger("pepx.data")
+
+
+class CXRDataset(Dataset):
+    """Images of `frame` (a manifest or split), preprocessed once into the on-disk cache.
+
+    Building the dataset decodes only images not yet cached (a changed file or setting is a miss);
+    items are then read from one memory-mapped uint8 array. With `augment=True` each item's augmentation is a
+    pure function of (seed, epoch, index): call `set_epoch(e)` each epoch, and the run repeats
+    exactly with any number of DataLoader workers and after a resume.
+    """
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        image_size: int = 224,
+        augment: bool = False,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+        preprocess: Preprocess | dict[str, Any] | None = None,
+        augment_config: Augment | None = None,
+        workers: int = 2,
+    ) -> None:
+        self.frame = frame.reset_index(drop=True)
+        unknown = sorted(set(self.frame["label"]) - set(CLASSES))
+        if unknown:
+            raise ValueError(f"labels {unknown} are not pepx classes {CLASSES}")
+        self.image_size = int(image_size)
+        self.augment = bool(augment)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.settings = Preprocess.from_any(preprocess)
+        self.augment_config = augment_config or Augment()
+        self.labels = torch.tensor([CLASSES.index(x) for x in self.frame["label"]], dtype=torch.long)
+        self.cache = ImageCache(cache_dir, self.settings.cache_id(self.image_size), self.image_size)
+        t0 = time.perf_counter()
+        paths = [str(p) for p in self.frame["path"]]
+        keys = self.cache.ensure(paths, self._build, workers=workers)
+        self.pack_path = self.cache.pack(keys)
+        log.info(
+            "CXRDataset: %d images at %d px ready in %.1f s (cache %s)",
+            len(paths),
+            self.image_size,
+            time.perf_counter() - t0,
+            self.cache.dir,
+        )
+        self._arr: np.ndarray | None = None
+
+    def _build(self, path: str) -> np.ndarray:
+        return load_preprocessed(path, self.image_size, self.settings)
+
+    @property
+    def images(self) -> np.ndarray:
+        """The uint8 [N, S, S] memory map (opened lazily, once per worker process)."""
+        if self._arr is None:
+            self._arr = np.load(self.pack_path, mmap_mode="r")
+        return self._arr
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_arr"] = None  # each worker opens its own map
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of `epoch`."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x = torch.from_numpy(np.array(self.images[index], dtype=np.float32)).div_(255.0).unsqueeze(0)
+        if self.augment:
+            x = augment(
+                x, item_generator(self.seed, self.epoch, index), self.augment_config, self.settings.normalize
+            )
+        else:
+            x = normalize(x, self.settings.normalize)
+        return x, int(self.labels[index])
