@@ -1,0 +1,123 @@
+"""`TrainModule`: a LightningModule holding the model, the loss and torchmetrics metrics per split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from pepx import CLASSES
+from pepx.training.config import TrainConfig
+
+
+class SplitMetrics(nn.Module):
+    """Loss, accuracy and per-class precision/recall/F1 of one split; synchronised across processes."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.loss = MeanMetric()
+        self.acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        kw: dict[str, Any] = {"average": None, "validate_args": False, "zero_division": 0}
+        self.precision = MulticlassPrecision(num_classes, **kw)
+        self.recall = MulticlassRecall(num_classes, **kw)
+        self.f1 = MulticlassF1Score(num_classes, **kw)
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+        preds = logits.argmax(dim=1)
+        self.loss.update(loss.detach().float(), weight=target.numel())
+        for metric in (self.acc, self.precision, self.recall, self.f1):
+            metric.update(preds, target)
+
+    def compute(self, prefix: str) -> dict[str, float]:
+        """Row entries `prefix_loss, prefix_acc, prefix_macro_f1, prefix_precision_<cls>, ...`; resets."""
+        f1 = self.f1.compute()
+        row = {f"{prefix}_loss": self.loss.compute().item(), f"{prefix}_acc": self.acc.compute().item(),
+               f"{prefix}_macro_f1": f1.mean().item()}
+        for name, values in (("precision", self.precision.compute()), ("recall", self.recall.compute()),
+                             ("f1", f1)):
+            row.update({f"{prefix}_{name}_{cls}": v.item() for cls, v in zip(CLASSES, values, strict=True)})
+        for metric in (self.loss, self.acc, self.precision, self.recall, self.f1):
+            metric.reset()
+        return row
+
+
+class TrainModule(L.LightningModule):
+    """Trains `model` with `loss_fn`; evaluates each of `eval_names` (one val dataloader each) every epoch."""
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, config: TrainConfig,
+                 eval_names: list[str]) -> None:
+        super().__init__()
+        self.model, self.loss_fn, self.config = model, loss_fn, config
+        self.eval_names = list(eval_names)
+        num_classes = len(CLASSES)
+        self.train_loss = MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.eval_metrics = nn.ModuleDict({name: SplitMetrics(num_classes) for name in self.eval_names})
+        self.epoch_lr = float("nan")
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        # Randomness inside the model (dropout, ...) depends only on (seed, epoch, rank): resume repeats it.
+        torch.manual_seed(self.config.seed * 1_000_003 + self.current_epoch * 1_009 + self.global_rank)
+        self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss_fn(logits.float(), y)
+        self.train_loss.update(loss.detach(), weight=y.numel())
+        self.train_acc.update(logits.detach().argmax(dim=1), y)
+        self.log("loss", loss.detach(), prog_bar=True, logger=False)
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int,
+                        dataloader_idx: int = 0) -> None:
+        x, y = batch
+        logits = self(x).float()
+        self.eval_metrics[self.eval_names[dataloader_idx]].update(logits, y, self.loss_fn(logits, y))
+
+    def epoch_summary(self) -> dict[str, float]:
+        """This epoch's train and eval metrics as one flat row (a collective call under DDP); resets them."""
+        row = {"train_loss": self.train_loss.compute().item(), "train_acc": self.train_acc.compute().item(),
+               "lr": self.epoch_lr}
+        self.train_loss.reset()
+        self.train_acc.reset()
+        for name in self.eval_names:
+            row.update(self.eval_metrics[name].compute(name))
+        return row
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        c = self.config
+        params = self.model.parameters()
+        if c.optimizer == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum,
+                                                         weight_decay=c.weight_decay)
+        elif c.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        else:
+            opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        if c.scheduler == "cosine":
+            sched: Any = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
+        elif c.scheduler == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=c.lr_step_size, gamma=c.lr_gamma)
+        else:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
