@@ -64,7 +64,21 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    raise NotImplementedError("pepx train: owned by the training work")
+    from pathlib import Path
+
+    from pepx.training import TrainConfig, default_run_dir, fit
+
+    run = Path(args.resume) if args.resume else None
+    if run is not None and not (run / "config.yaml").exists():
+        raise SystemExit(f"pepx train --resume: {run} has no config.yaml (not a run folder)")
+    try:
+        base = run / "config.yaml" if run is not None else args.config
+        config = (TrainConfig.from_file(base) if base else TrainConfig()).with_overrides(args.overrides)
+    except ValueError as err:
+        raise SystemExit(f"pepx train: {err}") from None
+    out = fit(config, run if run is not None else args.out or default_run_dir(config), resume=run is not None)
+    print(f"run folder: {out}")
+    return 0
 
 
 # --------------------------------------------------------------------------- evaluate
