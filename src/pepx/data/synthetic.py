@@ -47,7 +47,7 @@ class SyntheticSpec:
     size: int = 128
     seed: int = 0
     confounded: bool = False
-    version: int = 1  # bump when the generator changes, so old caches are not reused
+    version: int = 3  # bump when the generator changes, so old caches are not reused
 
     def key(self) -> str:
         """Short stable hash of the parameters."""
@@ -96,7 +96,7 @@ def _finding(rng: np.random.Generator, label: str) -> dict:
             "other": rng.random() < 0.2,
         }
     if label == "COVID-19":
-        return {"n": rng.integers(2, 5), "dens": rng.uniform(0.14, 0.24)}
+        return {"n": rng.integers(2, 5), "dens": rng.uniform(0.2, 0.3)}
     return {}
 
 
@@ -109,19 +109,20 @@ def render(
     # pose jitter (shift, small tilt) per image
     dy, dx, tilt = rng.normal(0, 0.03), rng.normal(0, 0.03), rng.normal(0, 0.04)
     y, x = yy - dy + tilt * xx, xx - dx
-    img = 0.08 + anat["tissue"] * _blob(y, x, 0.05, 0.0, 1.0, 0.8, 2.0)  # body
+    img = 0.05 + anat["tissue"] * _blob(y, x, 0.1, 0.0, 1.05, 0.82, 3.0)  # body soft tissue
     lungs = np.zeros_like(img)
-    lung_fields = []
     for side in (-1, 1):
         cx = side * (anat["lung_gap"] + anat["lung_w"] + rng.normal(0, 0.01))
-        field = _blob(y, x, anat["lung_cy"] - 0.55, cx, anat["lung_h"] * 1.6, anat["lung_w"] * 1.7, 2.5)
-        lung_fields.append((cx, field))
-        lungs = np.maximum(lungs, field)
+        lungs = np.maximum(lungs, _blob(y, x, anat["lung_cy"] - 0.55, cx, anat["lung_h"] * 1.6,
+                                        anat["lung_w"] * 1.7, 2.5))
+    # diaphragm domes: below a curve that rises under each lung
+    dome = 0.42 - 0.18 * np.cos(np.clip(np.abs(x) / (anat["lung_gap"] + 2 * anat["lung_w"]), 0, 1) * np.pi / 2)
+    below = 1 / (1 + np.exp(-(y - dome) * 30))
+    lungs = lungs * (1 - below)
     ribs = 0.5 + 0.5 * np.cos(2 * np.pi * (y + 0.9 * x**2) / anat["rib_period"])
-    img = img - anat["air"] * 1.6 * lungs + 0.07 * lungs * ribs**3
-    img += 0.35 * _blob(y, x, 0.0, 0.0, 0.9, 0.10, 2.0)  # mediastinum / spine
-    img += 0.30 * _blob(y, x, 0.05, 0.08, anat["heart"] * 1.6, anat["heart"] * 2.0, 1.5)  # heart
-    img += 0.25 * (1 / (1 + np.exp(-(y - 0.35 - 0.25 * x**2) * 25)))  # diaphragm / abdomen
+    img = img - anat["air"] * 2.2 * lungs + 0.08 * lungs * ribs**3 + 0.12 * below * _blob(y, x, 0.5, 0, 1, 0.8, 2)
+    img += 0.22 * _blob(y, x, -0.1, 0.0, 0.95, 0.13, 2.0)  # mediastinum / spine
+    img += 0.25 * _blob(y, x, 0.15, 0.10, anat["heart"] * 1.8, anat["heart"] * 2.2, 1.5)  # heart, left
     for _ in range(rng.integers(4, 9)):  # normal vessel / overlap shadows in every class
         cy, cx = rng.uniform(-0.5, 0.2), rng.choice([-1, 1]) * rng.uniform(0.15, 0.4)
         img += 0.05 * _blob(y, x, cy, cx, rng.uniform(0.03, 0.08), rng.uniform(0.03, 0.08), 1.0) * lungs
