@@ -42,15 +42,30 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     ps.add_argument("--n-val", type=int, default=0)
     ps.add_argument("--seed", type=int, default=0)
     ps.add_argument("--out", default="split.csv")
+    ps.add_argument("--stratify-source", action="store_true", help="share each split's quota across sources")
     ps.set_defaults(func=_cmd_data_split)
 
 
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
-    raise NotImplementedError("pepx data inspect: owned by the data work")
+    from pepx.data.inspect import inspect_source
+
+    # bad files are listed in the report, not an error: exit 0
+    print(inspect_source(args.source, decode=not args.no_decode).to_text())
+    return 0
 
 
 def _cmd_data_split(args: argparse.Namespace) -> int:
-    raise NotImplementedError("pepx data split: owned by the data work")
+    from pepx.data import balanced_split, confound_report, leak_check, load_source, save_split
+
+    result = load_source(args.source)
+    if result.problems:
+        print(f"{result.summary()} (`pepx data inspect` lists them)")
+    split = balanced_split(result.manifest, args.n_train, args.n_test, n_val=args.n_val, seed=args.seed,
+                           stratify_source=args.stratify_source)
+    out = save_split(split, args.out)
+    print(f"wrote {out}: " + ", ".join(f"{k}={v}" for k, v in split["split"].value_counts().items()))
+    print(leak_check(split).to_markdown() + "\n\n" + confound_report(split).to_markdown())
+    return 0
 
 
 # --------------------------------------------------------------------------- train

@@ -7,6 +7,7 @@ Public API (contract in docs/interfaces.md):
 
 from __future__ import annotations
 
+from pepx.data.audit import ConfoundReport, LeakReport, confound_report, leak_check
 from pepx.data.cache import cache_root
 from pepx.data.dataset import CXRDataset
 from pepx.data.errors import DataError, ImageReadError, SourceError, SplitError
@@ -20,6 +21,10 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "Augment",
     "CXRDataset",
+    "ConfoundReport",
+    "LeakReport",
+    "confound_report",
+    "leak_check",
     "DataError",
     "ImageReadError",
     "Preprocess",

@@ -116,11 +116,13 @@ def render(
         lungs = np.maximum(lungs, _blob(y, x, anat["lung_cy"] - 0.55, cx, anat["lung_h"] * 1.6,
                                         anat["lung_w"] * 1.7, 2.5))
     # diaphragm domes: below a curve that rises under each lung
-    dome = 0.42 - 0.18 * np.cos(np.clip(np.abs(x) / (anat["lung_gap"] + 2 * anat["lung_w"]), 0, 1) * np.pi / 2)
+    reach = anat["lung_gap"] + 2 * anat["lung_w"]
+    dome = 0.42 - 0.18 * np.cos(np.clip(np.abs(x) / reach, 0, 1) * np.pi / 2)
     below = 1 / (1 + np.exp(-(y - dome) * 30))
     lungs = lungs * (1 - below)
     ribs = 0.5 + 0.5 * np.cos(2 * np.pi * (y + 0.9 * x**2) / anat["rib_period"])
-    img = img - anat["air"] * 2.2 * lungs + 0.08 * lungs * ribs**3 + 0.12 * below * _blob(y, x, 0.5, 0, 1, 0.8, 2)
+    img = img - anat["air"] * 2.2 * lungs + 0.08 * lungs * ribs**3
+    img += 0.12 * below * _blob(y, x, 0.5, 0, 1, 0.8, 2)  # abdomen
     img += 0.22 * _blob(y, x, -0.1, 0.0, 0.95, 0.13, 2.0)  # mediastinum / spine
     img += 0.25 * _blob(y, x, 0.15, 0.10, anat["heart"] * 1.8, anat["heart"] * 2.2, 1.5)  # heart, left
     for _ in range(rng.integers(4, 9)):  # normal vessel / overlap shadows in every class

@@ -1,0 +1,190 @@
+"""Leak check (patients, identical pixels across splits) and confound report (class x source / age)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import pandas as pd
+
+from pepx import CLASSES
+from pepx.data.errors import ImageReadError
+from pepx.data.io import read_image
+
+FACTORS = ("source", "age_group")
+NAMES = {"source": "source", "age_group": "age"}
+
+
+def pixel_hash(path: str) -> str:
+    """sha1 of the decoded pixels (8-bit), so re-encoded copies of one image match."""
+    arr = read_image(path)
+    return hashlib.sha1((arr * 255 + 0.5).astype("uint8").tobytes() + str(arr.shape).encode()).hexdigest()
+
+
+def _splits(frame: pd.DataFrame) -> pd.Series:
+    return frame["split"] if "split" in frame.columns else pd.Series("all", index=frame.index)
+
+
+@dataclass
+class LeakReport:
+    """Patients and identical images found in more than one split."""
+
+    patient_overlap: dict[str, list[str]] = field(default_factory=dict)  # "train/test" -> patient ids
+    pixel_duplicates: dict[str, list[tuple[str, str]]] = field(
+        default_factory=dict
+    )  # pair -> (path a, path b)
+    hash_column: str | None = None
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no patient and no identical image is in two splits."""
+        return not any(self.patient_overlap.values()) and not any(self.pixel_duplicates.values())
+
+    def n_patient_overlap(self) -> int:
+        """Number of patients found in two splits (over all split pairs)."""
+        return sum(len(v) for v in self.patient_overlap.values())
+
+    def n_pixel_duplicates(self) -> int:
+        """Number of identical-pixel image pairs across splits."""
+        return sum(len(v) for v in self.pixel_duplicates.values())
+
+    def to_markdown(self) -> str:
+        """Short markdown section."""
+        lines = ["### Leak check", ""]
+        how = f"`{self.hash_column}`" if self.hash_column else "not checked (no hash column, decode off)"
+        lines.append(f"- patients in two splits: **{self.n_patient_overlap()}**")
+        lines.append(f"- identical-pixel images in two splits: **{self.n_pixel_duplicates()}** (by {how})")
+        for pair, pids in self.patient_overlap.items():
+            if pids:
+                lines.append(
+                    f"  - {pair}: patients {', '.join(map(str, pids[:10]))}{' ...' if len(pids) > 10 else ''}"
+                )
+        for pair, dups in self.pixel_duplicates.items():
+            for a, b in dups[:10]:
+                lines.append(f"  - {pair}: `{a}` == `{b}`")
+        if self.unreadable:
+            lines.append(f"- {len(self.unreadable)} images could not be decoded for hashing")
+        lines.append(f"- verdict: {'OK' if self.ok else 'LEAK'}")
+        return "\n".join(lines)
+
+
+def leak_check(frame: pd.DataFrame, decode: bool = False) -> LeakReport:
+    """Find patients and identical-pixel images shared by two splits of `frame` (needs a `split` column).
+
+    Pixel identity uses the `pixel_sha1` column where present; otherwise, with `decode=True`, the decoded
+    pixels of every image are hashed (slow on large sets).
+    """
+    rep = LeakReport()
+    split = _splits(frame)
+    names = [s for s in ("train", "val", "test") if (split == s).any()] or sorted(split.unique())
+    pids = {s: set(frame.loc[split == s, "patient_id"].astype(str)) for s in names}
+    hashes: pd.Series | None = None
+    if "pixel_sha1" in frame.columns and frame["pixel_sha1"].notna().all():
+        hashes, rep.hash_column = frame["pixel_sha1"].astype(str), "pixel_sha1"
+    elif decode:
+        vals = []
+        for p in frame["path"]:
+            try:
+                vals.append(pixel_hash(str(p)))
+            except ImageReadError:
+                rep.unreadable.append(str(p))
+                vals.append(f"unreadable:{p}")
+        hashes, rep.hash_column = pd.Series(vals, index=frame.index), "decoded pixels (sha1)"
+    for a, b in combinations(names, 2):
+        key = f"{a}/{b}"
+        rep.patient_overlap[key] = sorted(pids[a] & pids[b])
+        if hashes is not None:
+            ha = dict(zip(hashes[split == a], frame.loc[split == a, "path"], strict=True))
+            rep.pixel_duplicates[key] = [
+                (ha[h], p)
+                for h, p in zip(hashes[split == b], frame.loc[split == b, "path"], strict=True)
+                if h in ha
+            ]
+    return rep
+
+
+@dataclass
+class ConfoundReport:
+    """Counts of each class by split and source / age group, and warnings where one identifies a class."""
+
+    counts: pd.DataFrame
+    warnings: list[str]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long table: split, factor (source / age_group), value, then one count column per class."""
+        return self.counts
+
+    def to_markdown(self) -> str:
+        """Markdown tables per factor plus the warnings."""
+        out = ["### Confound report", ""]
+        for factor in FACTORS:
+            sub = self.counts[self.counts["factor"] == factor]
+            if sub.empty:
+                continue
+            out += [f"**{factor}** (images per class)", "", _md_table(sub.drop(columns=["factor"])), ""]
+        out.append("Warnings:" if self.warnings else "No single source or age group identifies a class.")
+        out += [f"- {w}" for w in self.warnings]
+        return "\n".join(out)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    rows = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    rows += ["| " + " | ".join(str(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join(rows)
+
+
+def confound_report(frame: pd.DataFrame, min_share: float = 0.02, min_count: int = 10) -> ConfoundReport:
+    """Class mix per split and source / age group, warning wherever one value alone identifies a class.
+
+    A warning is raised for a value (of `source` or `age_group`) held by at least `min_count` images and
+    `min_share` of the frame when it occurs in only one class ("... occurs only in class X: source identifies
+    class"), or never occurs in a class that is present ("... never occurs in class X: age identifies class").
+    Checked over the whole frame and within each split.
+    """
+    split = _splits(frame)
+    tables, warnings = [], []
+    scopes = [("all", frame)] + (
+        [(s, frame[split == s]) for s in ("train", "val", "test") if (split == s).any()]
+        if "split" in frame.columns
+        else []
+    )
+    for scope, sub in scopes:
+        present = [c for c in CLASSES if (sub["label"] == c).any()]
+        for factor in FACTORS:
+            if factor not in sub.columns:
+                continue
+            values = sub[factor].astype("string").fillna("NA")
+            tab = pd.crosstab(values, sub["label"]).reindex(columns=list(CLASSES), fill_value=0)
+            t = tab.reset_index().rename(columns={factor: "value", "index": "value"})
+            t.columns = ["value", *CLASSES]
+            t.insert(0, "factor", factor)
+            t.insert(0, "split", scope)
+            tables.append(t)
+            if len(present) < 2 or len(tab) < 2:
+                continue
+            for value, row in tab.iterrows():
+                n = int(row.sum())
+                if value == "NA" or n < min_count or n < min_share * len(sub):
+                    continue
+                where = "" if scope == "all" else f"[{scope}] "
+                has = [c for c in present if row[c] > 0]
+                if len(has) == 1:
+                    warnings.append(
+                        f"{where}{factor}={value} occurs only in class {has[0]}: "
+                        f"{NAMES[factor]} identifies class"
+                    )
+                for c in present:
+                    if row[c] == 0 and len(has) > 1:
+                        warnings.append(
+                            f"{where}{factor}={value} never occurs in class {c}: "
+                            f"{NAMES[factor]} identifies class"
+                        )
+    counts = (
+        pd.concat(tables, ignore_index=True)
+        if tables
+        else pd.DataFrame(columns=["split", "factor", "value", *CLASSES])
+    )
+    return ConfoundReport(counts=counts, warnings=list(dict.fromkeys(warnings)))

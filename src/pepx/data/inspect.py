@@ -1,0 +1,96 @@
+"""`inspect_source`: counts, a decode check of every image and confound warnings (`pepx data inspect`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from pepx import CLASSES
+from pepx.data.audit import ConfoundReport, confound_report
+from pepx.data.errors import ImageReadError
+from pepx.data.io import read_image
+from pepx.data.manifest import Problem, SourceResult
+from pepx.data.sources import load_source
+
+
+@dataclass
+class Inspection:
+    """What `pepx data inspect` prints."""
+
+    result: SourceResult
+    decode_failures: list[Problem] = field(default_factory=list)
+    decoded: int = 0
+    confounds: ConfoundReport | None = None
+
+    @property
+    def problems(self) -> list[Problem]:
+        """Source problems and decode failures together."""
+        return [*self.result.problems, *self.decode_failures]
+
+    def to_text(self) -> str:
+        """Human-readable report."""
+        m = self.result.manifest
+        lines = [
+            f"source: {self.result.spec}",
+            f"images: {len(m)}   patients: {m['patient_id'].nunique()}",
+            "",
+        ]
+        lines.append(_counts(m))
+        if "patient_id_kind" in m.columns:
+            pseudo = m["patient_id_kind"].astype(str).eq("per_image_pseudo")
+            if pseudo.any():
+                lines.append(
+                    f"\n{int(pseudo.sum())} images have per-image pseudo patient ids (train-only in splits)"
+                )
+        if self.decoded:
+            lines.append(f"\ndecoded {self.decoded} images: {len(self.decode_failures)} failed")
+        if self.problems:
+            lines.append(f"\nproblems ({len(self.problems)}):")
+            kinds = pd.Series([p.reason.split(":")[0] for p in self.problems]).value_counts()
+            lines += [f"  {k}: {v}" for k, v in kinds.items()]
+            lines += [f"  - {p}" for p in self.problems]
+        if self.confounds is not None:
+            lines.append("\nconfound warnings:" if self.confounds.warnings else "\nno confound warnings")
+            lines += [f"  WARNING: {w}" for w in self.confounds.warnings]
+        return "\n".join(lines)
+
+
+def _counts(m: pd.DataFrame) -> str:
+    parts = []
+    for factor in ("source", "age_group"):
+        if factor in m.columns:
+            tab = pd.crosstab(m[factor].astype("string").fillna("NA"), m["label"]).reindex(
+                columns=list(CLASSES), fill_value=0
+            )
+            tab["patients"] = m.groupby(m[factor].astype("string").fillna("NA"))["patient_id"].nunique()
+            parts.append(tab.to_string())
+    per_class = m.groupby("label")["patient_id"].agg(["size", "nunique"]).reindex(list(CLASSES), fill_value=0)
+    per_class.columns = ["images", "patients"]
+    return per_class.to_string() + "\n\n" + "\n\n".join(parts)
+
+
+def decode_all(
+    manifest: pd.DataFrame, progress: Callable[[int, int], None] | None = None
+) -> tuple[list[Problem], int]:
+    """Decode every image; return the failures (path, reason) and the number decoded."""
+    failures = []
+    for i, p in enumerate(manifest["path"]):
+        try:
+            read_image(str(p))
+        except ImageReadError as e:
+            failures.append(Problem(e.path, None, f"unreadable image: {e.reason}"))
+        if progress:
+            progress(i + 1, len(manifest))
+    return failures, len(manifest)
+
+
+def inspect_source(spec: str, decode: bool = True) -> Inspection:
+    """Load `spec`, optionally decode every image, and build the confound report."""
+    result = load_source(spec)
+    ins = Inspection(result=result)
+    if decode:
+        ins.decode_failures, ins.decoded = decode_all(result.manifest)
+    ins.confounds = confound_report(result.manifest) if len(result.manifest) else None
+    return ins
