@@ -115,7 +115,6 @@ def fit(config: TrainConfig, out_dir: str | Path, resume: bool = False,
             raise FileExistsError(f"{run_dir} already holds a run: resume it or use another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / CONFIG_FILE)
-        os.environ[RUN_DIR_ENV] = str(run_dir)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     split = _prepare_split(config, run_dir, resume)
@@ -127,7 +126,16 @@ def fit(config: TrainConfig, out_dir: str | Path, resume: bool = False,
                          data.eval_names)
     trainer = _trainer(config, run_dir, len(data.eval_names), callbacks)
     ckpt = run_dir / LAST_CKPT
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt if resume and ckpt.exists() else None)
+    saved_env, saved_det = os.environ.get(RUN_DIR_ENV), torch.are_deterministic_algorithms_enabled()
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt if resume and ckpt.exists() else None)
+    finally:  # leave the calling process as it was
+        torch.use_deterministic_algorithms(saved_det)
+        if saved_env is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = saved_env
     if _rank() == 0 and "test" in set(split["split"]):
         model = build_model(config)
         load_model(model, str(run_dir / "model.safetensors"))
