@@ -66,7 +66,7 @@ def _read_pillow(p: Path, max_pixels: int) -> np.ndarray:
         raise ImageReadError(p, "not an image Pillow can identify") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageReadError(p, f"decompression bomb: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except Exception as e:  # decoders raise OSError, SyntaxError, zlib.error, ValueError...: all mean corrupt
         raise ImageReadError(p, f"corrupt or truncated image ({type(e).__name__}: {e})") from None
     if not np.isfinite(arr).all():
         raise ImageReadError(p, "image contains NaN or infinite values")

@@ -10,6 +10,7 @@ and lateral views are reported with their reason. Images are in `<folder>/images
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -81,7 +82,7 @@ def load_cohen(path: Path, problems: list[Problem]) -> list[dict]:
     rows: list[dict] = []
     for i, d in enumerate(df.to_dict("records"), start=2):
         folder = str(d.get("folder") or "images") if pd.notna(d.get("folder")) else "images"
-        fpath = (csv.parent / folder / str(d["filename"]).strip()).resolve()
+        fpath = Path(os.path.abspath(csv.parent / folder / str(d["filename"]).strip()))
         modality = str(d.get("modality", "X-ray")) if pd.notna(d.get("modality")) else "X-ray"
         if modality.strip().lower() not in ("x-ray", "xray", "cr", "dx"):
             problems.append(Problem(str(fpath), i, f"excluded: modality {modality} (X-ray only)"))

@@ -16,6 +16,7 @@ Other images have no patient id: each gets its own (`per_image_pseudo`).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def load_coronahack(path: Path, problems: list[Problem]) -> list[dict]:
         pid = kermany_patient(name)
         rows.append(
             {
-                "path": str(fpath.resolve()),
+                "path": os.path.abspath(fpath),
                 "label": cls or f"{d['Label']}",
                 "_row": i,
                 "patient_id": pid or f"coronahack:{name}",

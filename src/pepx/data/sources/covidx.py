@@ -10,6 +10,7 @@ Some patient ids contain spaces, so lines are parsed from the right. The `B` ver
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def load_covidx(path: Path, problems: list[Problem]) -> list[dict]:
                 fpath = pick(lookup.get(fname), part, root / part / fname)
                 rows.append(
                     {
-                        "path": str(fpath.resolve()),
+                        "path": os.path.abspath(fpath),
                         "label": THREE_CLASS.get(label.lower(), label),
                         "patient_id": pid,
                         "source": source or "covidx",

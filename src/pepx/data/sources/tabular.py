@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -31,14 +32,14 @@ def load_folder(path: Path, problems: list[Problem]) -> list[dict]:
     for d in subdirs:
         cls = map_label(d.name)
         for f in sorted(d.rglob("*")):
-            if not f.is_file() or f.name.startswith("."):
+            if f.is_dir() or f.name.startswith("."):  # broken links stay: reported as missing files
                 continue
             if f.suffix.lower() not in IMAGE_SUFFIXES and f.suffix != "":
                 problems.append(Problem(str(f), None, f"skipped: not an image file suffix ({f.suffix})"))
                 continue
             rows.append(
                 {
-                    "path": str(f.resolve()),
+                    "path": os.path.abspath(f),
                     "label": cls or f"folder {d.name}",
                     "_row": None,
                     "patient_id": f"{d.name}/{f.relative_to(d)}",
@@ -71,7 +72,7 @@ def load_csv(path: Path, problems: list[Problem]) -> list[dict]:
         if f is None:
             problems.append(Problem(str(path), i, "malformed row: empty file name"))
             continue
-        fpath = (f if f.is_absolute() else path.parent / f).resolve()
+        fpath = os.path.abspath(f if f.is_absolute() else path.parent / f)
         cls = map_label(d["label"])
         row = {
             "path": str(fpath),

@@ -1,0 +1,198 @@
+"""pepx.data image reading: formats, DICOM (pydicom-made fixtures) and a folder of bad files."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pepx.cli import main
+from pepx.data import ImageReadError, load_source, read_image
+from pepx.data.inspect import decode_all
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEPX_CACHE", str(tmp_path / "cache"))
+
+
+def ramp(h: int = 40, w: int = 32, top: int = 255) -> np.ndarray:
+    return (np.linspace(0, 1, h * w).reshape(h, w) * top).round()
+
+
+def make_dicom(
+    path: Path,
+    arr: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int = 12,
+    window: tuple[float, float] | None = None,
+    voi_lut: np.ndarray | None = None,
+    pixels: bool = True,
+) -> Path:
+    """A minimal valid DICOM (secondary capture) made with pydicom."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = uid = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = SecondaryCaptureImageStorage, uid, "DX"
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if voi_lut is not None:
+        item = Dataset()
+        item.LUTDescriptor = [len(voi_lut), 0, 12]  # 12-bit output entries
+        item.add_new(0x00283006, "US", [int(v) for v in voi_lut])  # LUTData as US (OW needs bytes)
+        ds.VOILUTSequence = [item]
+    if pixels:
+        ds.PixelData = arr.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+# --------------------------------------------------------------------------- formats
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "LA"])
+def test_png_modes_read_as_gray(tmp_path, mode):
+    src = Image.fromarray(ramp().astype(np.uint8))
+    im = src.convert("P") if mode == "P" else src.convert(mode)
+    im.save(tmp_path / "x.png")
+    out = read_image(tmp_path / "x.png")
+    assert out.shape == (40, 32) and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1
+    assert np.allclose(out, ramp() / 255, atol=0.03)
+
+
+def test_png_16bit_and_jpeg(tmp_path):
+    Image.fromarray(ramp(top=65535).astype(np.uint16)).save(tmp_path / "x16.png")
+    assert np.allclose(read_image(tmp_path / "x16.png"), ramp(top=65535) / 65535, atol=1e-4)
+    Image.fromarray(ramp().astype(np.uint8)).convert("RGB").save(tmp_path / "x.jpg", quality=95)
+    assert np.allclose(read_image(tmp_path / "x.jpg"), ramp() / 255, atol=0.05)
+
+
+def test_dicom_16bit_scaled_by_bits_stored(tmp_path):
+    arr = ramp(top=4095)
+    out = read_image(make_dicom(tmp_path / "a.dcm", arr, bits_stored=12))
+    assert np.allclose(out, arr / 4095, atol=1e-4)
+    full = ramp(top=65535)
+    out16 = read_image(make_dicom(tmp_path / "b.dcm", full, bits_stored=16))
+    assert np.allclose(out16, full / 65535, atol=1e-4)
+
+
+def test_dicom_monochrome1_inverted(tmp_path):
+    arr = ramp(top=4095)
+    out = read_image(make_dicom(tmp_path / "m1.dcm", arr, photometric="MONOCHROME1"))
+    assert np.allclose(out, 1 - arr / 4095, atol=1e-4)
+    assert out[0, 0] == pytest.approx(1.0) and out[-1, -1] == pytest.approx(0.0)
+
+
+def test_dicom_window_and_voi_lut(tmp_path):
+    arr = ramp(top=4095)
+    out = read_image(make_dicom(tmp_path / "w.dcm", arr, window=(2048, 1024)))
+    assert out[0, 0] == 0 and out[-1, -1] == pytest.approx(1.0)  # saturated outside the window
+    mid = (arr > 1700) & (arr < 2300)
+    assert np.all(np.diff(out[mid]) >= 0)
+    lut = np.sqrt(np.arange(4096) / 4095) * 4095  # a gamma-like VOI LUT, 12-bit output
+    out2 = read_image(make_dicom(tmp_path / "l.dcm", arr, voi_lut=lut.astype(int)))
+    assert np.allclose(out2, lut.astype(int)[arr.astype(int)] / 4095, atol=1e-3)
+
+
+def test_dicom_without_pixels_is_a_read_error(tmp_path):
+    p = make_dicom(tmp_path / "n.dcm", ramp(top=4095), pixels=False)
+    with pytest.raises(ImageReadError, match="no pixel data") as e:
+        read_image(p)
+    assert e.value.path == str(p)
+
+
+# --------------------------------------------------------------------------- bad files
+def _png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr.astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _bomb_png() -> bytes:
+    """A tiny PNG whose header claims 30000 x 30000 pixels."""
+    data = bytearray(_png_bytes(ramp()))
+    ihdr = struct.pack(">II", 30000, 30000) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def make_bad_folder(root: Path) -> tuple[list[Path], list[Path]]:
+    """normal/ with good images of many formats and >= 10 kinds of bad file; returns (good, bad)."""
+    d = root / "normal"
+    d.mkdir(parents=True)
+    good = []
+    for name, mode in [
+        ("g_l.png", "L"),
+        ("g_rgb.png", "RGB"),
+        ("g_rgba.png", "RGBA"),
+        ("g_p.png", "P"),
+        ("g_rgb.jpg", "RGB"),
+        ("g.bmp", "L"),
+        ("g.tif", "L"),
+    ]:
+        im = Image.fromarray(ramp().astype(np.uint8))
+        (im.convert("P") if mode == "P" else im.convert(mode)).save(d / name)
+        good.append(d / name)
+    Image.fromarray(ramp(top=65535).astype(np.uint16)).save(d / "g16.png")
+    good.append(d / "g16.png")
+    good.append(make_dicom(d / "g.dcm", ramp(top=4095)))
+    png, jpg = _png_bytes(ramp()), (d / "g_rgb.jpg").read_bytes()
+    bad = {
+        "empty.png": b"",
+        "truncated.png": png[: len(png) // 2],
+        "text.png": b"this is not an image\n" * 10,
+        "page.jpg": b"<html><body>404 Not Found</body></html>",
+        "truncated.jpg": jpg[: len(jpg) // 3],
+        "bomb.png": _bomb_png(),
+        "bad_crc.png": png[:40] + bytes(b ^ 0xFF for b in png[40:60]) + png[60:],
+        "tiny.png": _png_bytes(np.zeros((1, 1))),
+        "garbage.dcm": b"\x00" * 200 + b"not dicom",
+        "random.bmp": np.random.default_rng(0).integers(0, 255, 300, dtype=np.uint8).tobytes(),
+    }
+    for name, data in bad.items():
+        (d / name).write_bytes(data)
+    bad_paths = [d / n for n in bad]
+    bad_paths.append(make_dicom(d / "nopixels.dcm", ramp(top=4095), pixels=False))
+    (d / "broken_link.png").symlink_to(d / "does-not-exist.png")
+    bad_paths.append(d / "broken_link.png")
+    (d / "notes.txt").write_text("scanner notes")
+    return good, bad_paths
+
+
+def test_bad_files_each_reported_good_ones_read(tmp_path, capsys):
+    good, bad = make_bad_folder(tmp_path / "mixed")
+    assert len(bad) >= 10
+    res = load_source(f"folder:{tmp_path / 'mixed'}", check_files=False)
+    failures, n = decode_all(res.manifest)
+    failed = {f.path: f.reason for f in failures}
+    listed = {str(Path(p)) for p in res.manifest["path"]}
+    for b in bad:
+        key = str(b.parent.resolve() / b.name) if b.is_symlink() else str(b.resolve())
+        assert key in failed or key not in listed, b
+        assert key in failed, f"{b.name} not reported"
+        assert failed[key]  # a reason
+    for g in good:
+        assert str(g.resolve()) not in failed, f"good file {g.name} failed: {failed.get(str(g.resolve()))}"
+    assert n - len(failures) == len(good)
+    assert any("notes.txt" in p.path for p in res.problems)
+    # each reason says what is wrong
+    assert "0 bytes" in failed[str((tmp_path / "mixed/normal/empty.png").resolve())]
+    assert "pixel" in failed[str((tmp_path / "mixed/normal/bomb.png").resolve())]
+    # the CLI lists every bad file and still exits 0
+    assert main(["data", "inspect", f"folder:{tmp_path / 'mixed'}"]) == 0
+    out = capsys.readouterr().out
+    for b in bad:
+        assert b.name in out
