@@ -18,11 +18,19 @@ def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, nargs="+", default=[224], help="input sizes (pixels)")
     p.add_argument("--in-chans", type=int, default=1)
     p.add_argument("--num-classes", type=int, default=3)
+    p.add_argument("--width", type=float, default=1.0, help="channel multiplier of every model")
     p.set_defaults(func=_cmd_models)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    raise NotImplementedError("pepx models: owned by the models work")
+    from pepx.models.summary import format_table, summary_rows
+
+    rows = summary_rows(sizes=tuple(args.size), in_chans=args.in_chans, num_classes=args.num_classes,
+                        width=args.width)
+    print(f"{args.in_chans}-channel input, {args.num_classes} classes, width {args.width}; "
+          "GFLOPs = forward FLOPs of one image (torch.utils.flop_counter; 1 MAC = 2 FLOPs)")
+    print(format_table(rows))
+    return 0
 
 
 # --------------------------------------------------------------------------- data
