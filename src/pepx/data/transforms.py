@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage
 
 from pepx.data.io import read_image
 
@@ -71,6 +71,18 @@ def load_preprocessed(path: str, size: int, settings: Preprocess) -> np.ndarray:
     return crop_resize(read_image(path), size, settings.top_crop, settings.square)
 
 
+def normalize_array(x: np.ndarray, mode: str = "image") -> np.ndarray:
+    """`normalize` for a float32 numpy image (same result)."""
+    if mode == "none":
+        return x
+    flat = x.ravel()
+    n = flat.size
+    mean = float(flat.sum(dtype=np.float64)) / n
+    # one dot product instead of np.std: a third of the time on a small image
+    var = max(float(np.dot(flat, flat)) - n * mean * mean, 0.0) / max(n - 1, 1)
+    return ((x - np.float32(mean)) * np.float32(1.0 / max(var**0.5, 1e-3))).astype(np.float32, copy=False)
+
+
 def normalize(x: torch.Tensor, mode: str = "image") -> torch.Tensor:
     """Per-image intensity normalisation of a [1, S, S] float tensor in [0, 1]."""
     if mode == "none":
@@ -105,15 +117,18 @@ def augment(
     Brightness/contrast come after normalisation on purpose: before it they would be undone.
     """
     angle = np.deg2rad(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
-    tx, ty = rng.uniform(-cfg.shift, cfg.shift, size=2) * 2.0  # normalised [-1, 1] grid units
+    shift = rng.uniform(-cfg.shift, cfg.shift, size=2) * x.shape[-1]
     zoom = 1.0 + rng.uniform(-cfg.zoom, cfg.zoom)
     b, c = rng.uniform(-cfg.brightness, cfg.brightness), 1.0 + rng.uniform(-cfg.contrast, cfg.contrast)
     flip = cfg.hflip and rng.random() < 0.5
-    # torch's affine_grid + grid_sample directly: the same op as MONAI's Affine at ~1/3 of its per-item cost
+    # scipy's affine_transform, not torch grid_sample / MONAI Affine: on one small image those pay intra-op
+    # thread start-up (10-30 ms per item on a busy 2-core CPU); scipy runs single-threaded in ~0.5 ms
     cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
-    theta = torch.tensor([[[cos, -sin, tx], [sin, cos, ty]]], dtype=torch.float32)
-    grid = F.affine_grid(theta, [1, *x.shape], align_corners=False)
-    out = F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    mat = np.array([[cos, -sin], [sin, cos]])
+    centre = (np.array(x.shape[-2:]) - 1) / 2.0
+    offset = centre - mat @ centre - shift
+    img = ndimage.affine_transform(x[0].numpy(), mat, offset=offset, order=1, mode="nearest")
+    out = torch.from_numpy(img).unsqueeze(0)
     if flip:
         out = out.flip(-1)
     out = normalize(out, mode)
