@@ -137,6 +137,11 @@ def test_sigkill_then_resume_matches_uninterrupted(run: Path, cache: Path, tmp_p
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stdout.read()
     assert not (out / "model.safetensors").exists()
+    # As if killed between writing a row and its checkpoint: resume must drop rows past the checkpoint.
+    lines = (out / "metrics.csv").read_text().splitlines()
+    last = lines[-1].split(",")
+    with (out / "metrics.csv").open("a") as f:
+        f.write(",".join([str(int(last[0]) + 1), *["-1"] * (len(last) - 1)]) + "\n")
 
     resumed = _pepx(["--resume", str(out)], cache)
     log, _ = resumed.communicate(timeout=180)
