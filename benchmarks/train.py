@@ -70,8 +70,8 @@ def main() -> None:
     args = p.parse_args()
     threads = args.threads or torch.get_num_threads()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {threads} threads"
-    print(f"# {args.data}, {args.image_size} px, width {args.width}, {3 * args.n_train} training images, "
-          f"batch {args.batch_size}, {args.num_workers} workers, {device}")
+    print(f"Profile: {args.data}, {args.image_size} px, width {args.width}, {3 * args.n_train} training "
+          f"images, batch {args.batch_size}, {args.num_workers} workers, {device}")
     with tempfile.TemporaryDirectory() as tmp:
         rows = [bench(model, args, Path(tmp)) for model in args.models]
     print(table(rows))

@@ -96,6 +96,7 @@ def _trainer(config: TrainConfig, run_dir: Path, n_eval: int, callbacks: Sequenc
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
         strategy=config.strategy, precision=_precision(config, config.accelerator),  # type: ignore[arg-type]
         max_epochs=config.epochs, deterministic="warn" if config.deterministic else None,
+        benchmark=not config.deterministic,  # cuDNN autotuning only when repeatability is not asked for
         use_distributed_sampler=False, num_sanity_val_steps=0, limit_val_batches=1.0 if n_eval else 0,
         logger=False, default_root_dir=run_dir, enable_progress_bar=progress, enable_model_summary=False,
         callbacks=cbs, log_every_n_steps=1)
