@@ -53,8 +53,10 @@ def patient_resamples(patients: Sequence, strata: Sequence | None = None, n_boot
 
 
 def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """Percentile interval of bootstrap samples (NaNs ignored)."""
+    """Percentile interval of bootstrap samples (NaNs, i.e. undefined resamples, ignored)."""
     alpha = (1.0 - level) / 2.0
+    if np.isnan(samples).all():
+        return float("nan"), float("nan")
     low, high = np.nanquantile(samples, [alpha, 1.0 - alpha])
     return float(low), float(high)
 
@@ -68,8 +70,9 @@ def align_frames(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
 
 
 def metric_samples(frames: pd.DataFrame | Sequence[pd.DataFrame], n_boot: int = N_BOOT, seed: int = 0,
-                   ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Point estimates and ``[n_boot]`` bootstrap samples of every metric.
+                   with_ece: bool = True) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Point estimates and ``[n_boot]`` bootstrap samples of every metric (ECE only with ``with_ece``, the
+    slow one: torchmetrics has no batched calibration error, so it loops over resamples).
 
     With several frames (seeds of one configuration on the same images) both are the mean over frames, and the
     same patient resamples are applied to every frame: the interval is that of the seed-averaged metric under
@@ -80,6 +83,8 @@ def metric_samples(frames: pd.DataFrame | Sequence[pd.DataFrame], n_boot: int = 
     points, samples = [], []
     for f in frames:
         arrays = frame_arrays(f)
+        if not with_ece:
+            arrays = (*arrays[:2], None)
         points.append(batched_metrics(*arrays))
         samples.append(batched_metrics(*arrays, index=index))
     point = {k: float(np.mean([p[k][0] for p in points])) for k in points[0]}

@@ -1,8 +1,8 @@
-"""Metrics per data source and per age group, with patient-bootstrap CIs, and shortcut warnings.
+"""Metrics per data source and per age group, with patient-bootstrap CIs.
 
 A group that holds a single class (e.g. a source that only supplies COVID-19, or children who only appear
-with pneumonia) lets a network score by recognising the group instead of the disease;
-:func:`shortcut_warnings` says so.
+with pneumonia) lets a network score by recognising the group instead of the disease; the numbers per group
+show what is left once the group is fixed (`pepx.data.confound_report` names such groups).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def breakdown(frame: pd.DataFrame, by: str, n_boot: int = N_BOOT, seed: int = 0,
                                   "n_patients": sub["patient_id"].nunique()}
         for k, c in enumerate(CLASSES):
             row[f"n_{c}"] = int((sub["y_true"] == k).sum())
-        point, boot = metric_samples(sub, n_boot=n_boot, seed=seed)
+        point, boot = metric_samples(sub, n_boot=n_boot, seed=seed, with_ece=False)
         for name in BREAKDOWN_METRICS:
             undefined = (name == "macro_f1" and len(present) < 2) or (
                 name.startswith("recall_") and CLASSES.index(name[len("recall_"):]) not in present)
@@ -57,26 +57,3 @@ def breakdowns(frame: pd.DataFrame, columns: Sequence[str] = GROUP_COLUMNS, n_bo
     return {c: breakdown(frame, c, n_boot=n_boot, seed=seed, level=level)
             for c in group_columns(frame, columns)}
 
-
-def shortcut_warnings(frame: pd.DataFrame, columns: Sequence[str] = GROUP_COLUMNS) -> list[str]:
-    """Sentences naming every group that holds one class only, and every class that such groups hold entirely.
-
-    ``frame`` needs ``y_true`` (or ``label``) and the group columns; missing group values are ignored.
-    """
-    labels = (frame["y_true"].map(lambda k: CLASSES[int(k)]) if "y_true" in frame.columns else frame["label"])
-    out = []
-    for col in group_columns(frame, columns):
-        known = frame[col].notna()
-        table = pd.crosstab(frame.loc[known, col], labels[known])
-        pure = table[(table > 0).sum(axis=1) == 1]
-        for group, counts in pure.iterrows():
-            cls = counts.idxmax()
-            out.append(f"`{col}` = {group}: all {int(counts.max())} images are {cls}, so `{col}` alone "
-                       f"predicts the class for this group.")
-        for cls in table.columns:
-            holders = table.index[table[cls] > 0]
-            if len(holders) and all(g in pure.index for g in holders):
-                out.append(f"Class {cls} is identified by `{col}` alone: every {cls} image comes from "
-                           f"{', '.join(map(str, holders))}, where no other class occurs; a score on {cls} "
-                           f"may measure {col}, not disease.")
-    return out

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pepx import CLASSES
 from pepx.evaluation.bootstrap import LEVEL, N_BOOT, bootstrap_metrics
-from pepx.evaluation.breakdown import BREAKDOWN_METRICS, breakdowns, shortcut_warnings
+from pepx.evaluation.breakdown import BREAKDOWN_METRICS, breakdowns
 from pepx.evaluation.metrics import confusion_matrix
 from pepx.evaluation.plots import plot_confusion, plot_reliability
 from pepx.evaluation.report import (
@@ -27,13 +28,21 @@ def evaluate_predictions(frame: pd.DataFrame, out: str | Path, *, title: str = "
 
     ``frame`` is a predictions frame (`predictions.csv` columns). Returns what ``metrics.json`` holds.
     """
+    from pepx.data import confound_report
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "predictions.csv", index=False)
+    notes = list(notes or [])
+    unknown = frame["y_true"] < 0
+    if unknown.any():
+        notes.append(f"{int(unknown.sum())} images with a label outside {CLASSES} are predicted (see "
+                     "predictions.csv) but not scored.")
+        frame = frame[~unknown].reset_index(drop=True)
     table = bootstrap_metrics(frame, n_boot=n_boot, seed=seed, level=level)
     cm = confusion_matrix(frame)
     groups = breakdowns(frame, n_boot=n_boot, seed=seed, level=level)
-    warnings = shortcut_warnings(frame)
+    warnings = confound_report(frame).warnings
     ece = float(table.set_index("metric").loc["ece", "value"]) if "ece" in set(table["metric"]) else None
     plot_confusion(cm, out / "confusion_matrix.png", title=title)
     if ece is not None:
@@ -42,7 +51,7 @@ def evaluate_predictions(frame: pd.DataFrame, out: str | Path, *, title: str = "
         "title": title, "n_images": len(frame), "n_patients": int(frame["patient_id"].nunique()),
         "bootstrap": {"n_boot": n_boot, "seed": seed, "level": level, "unit": "patient, within class"},
         "metrics": table, "confusion_matrix": cm, "breakdowns": groups, "warnings": warnings,
-        "notes": notes or [],
+        "notes": notes,
     }
     write_json(summary, out / "metrics.json")
     (out / "report.md").write_text(evaluation_markdown(summary, level=level))

@@ -8,7 +8,8 @@ agree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,19 @@ def frame_arrays(frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch
     return y_true, y_pred, probs
 
 
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block: the metric tensors are small, and on a busy machine
+    multi-threaded kernels on small tensors can be tens of times slower (OpenMP oversubscription)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@single_thread()
 def batched_metrics(
     y_true: torch.Tensor,
     y_pred: torch.Tensor,
@@ -56,8 +70,8 @@ def batched_metrics(
 ) -> dict[str, np.ndarray]:
     """Every metric of :func:`metric_names` for each row of ``index`` (shape ``[B, L]``, ``-1`` = padding).
 
-    ``index=None`` means one row holding all samples. Returns arrays of shape ``[B]``. A class that is neither
-    present nor predicted in a row gets precision/recall/F1 0 (torchmetrics' ``zero_division=0``).
+    ``index=None`` means one row holding all samples. Returns arrays of shape ``[B]``. Per-class values that
+    are undefined (precision of a class never predicted, recall of a class absent) are NaN.
     """
     n = len(y_true)
     index = torch.arange(n)[None] if index is None else torch.as_tensor(index, dtype=torch.long)
@@ -72,7 +86,7 @@ def batched_metrics(
     }
     for kind, fn in (("precision", multiclass_precision), ("recall", multiclass_recall),
                      ("f1", multiclass_f1_score)):
-        per_class = fn(preds, target, average=None, **kw)
+        per_class = fn(preds, target, average=None, zero_division=float("nan"), **kw)
         for k, c in enumerate(CLASSES):
             out[f"{kind}_{c}"] = per_class[:, k]
     if probs is not None:
