@@ -111,21 +111,29 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="data SOURCE (default: the run's own)")
     p.add_argument("--split", help="split CSV (default: the run's own)")
     p.add_argument("--out", help="report folder (default: RUN/eval)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of patients (default: 2000)")
     p.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    raise NotImplementedError("pepx evaluate: owned by the evaluation work")
+    from pepx.evaluation import evaluate_run
+
+    out = evaluate_run(args.run, data=args.data, split=args.split, out=args.out, n_boot=args.n_boot)
+    print(f"report: {out / 'report.md'}")
+    return 0
 
 
 # --------------------------------------------------------------------------- reproduce
 def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reproduce", help="the paper's grid: 3 networks x 2 losses x seeds, Tables 1-4, Figs 9-10")
-    p.add_argument("--data", default="synthetic")
+    p = sub.add_parser("reproduce",
+                       help="the paper's grid: 3 networks x 2 losses x seeds, Tables 1-4, Figs 9-10")
+    p.add_argument("--data", default=None,
+                   help="data SOURCE (default: the profile's; synthetic for smoke, cxr-real for cpu/paper)")
     p.add_argument("--profile", choices=["smoke", "cpu", "paper"], default="smoke")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the profile's)")
     p.add_argument("--out", default="runs/reproduce")
-    p.add_argument("--n-train", type=int, default=None, help="training images per class (default: the profile's)")
+    p.add_argument("--n-train", type=int, default=None,
+                   help="training images per class (default: the profile's)")
     p.add_argument("--n-test", type=int, default=None, help="test images per class (default: the profile's)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the profile's)")
     p.add_argument("--models", nargs="+", default=None, help="subset of pepx_resnet resnet18 covidnet")
@@ -134,7 +142,11 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    raise NotImplementedError("pepx reproduce: owned by the experiments work")
+    from pepx.experiments import reproduce
+
+    reproduce(args.data, args.profile, args.seeds, args.out, n_train=args.n_train, n_test=args.n_test,
+              epochs=args.epochs, models=args.models, losses=args.losses)
+    return 0
 
 
 # --------------------------------------------------------------------------- main
