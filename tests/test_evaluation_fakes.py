@@ -47,8 +47,8 @@ def fake_metrics_csv(path: Path, epochs: int = 4, seed: int = 0, level: float = 
     """A `metrics.csv` with the documented columns, accuracy rising towards ``level``."""
     rng = np.random.default_rng(seed)
     rows = []
-    for e in range(epochs):
-        acc = level * (1 - 0.5 ** (e + 1)) + rng.normal(0, 0.01)
+    for e in range(1, epochs + 1):  # 1-based, as pepx.training writes it
+        acc = level * (1 - 0.5**e) + rng.normal(0, 0.01)
         row = {"epoch": e, "train_loss": 1.0 / (e + 1), "train_acc": acc, "lr": 1e-3, "epoch_seconds": 1.0,
                "images_per_second": 100.0}
         row.update({"test_loss": 1.0 / (e + 1), "test_acc": acc, "test_macro_f1": acc})
@@ -71,3 +71,13 @@ def fake_run(run_dir: Path, accuracy: float, seed: int, epochs: int = 4, residua
     preds = fake_predictions(n_per_class, accuracy=accuracy, seed=seed)
     preds.to_csv(run_dir / "predictions.csv", index=False)
     return run_dir
+
+
+def fake_split(n_per_class: int = 30) -> pd.DataFrame:
+    """A split frame whose test rows are the images of :func:`fake_predictions` (plus a few train rows)."""
+    test = fake_predictions(n_per_class)[["path", "label", "patient_id", "source", "age_group", "split"]]
+    train = test.assign(path=test["path"].str.replace("/img/", "/train/"),
+                        patient_id="t" + test["patient_id"], split="train")
+    frame = pd.concat([train, test], ignore_index=True)
+    frame["pixel_sha1"] = frame["path"]  # unique per image: no pixel duplicates, nothing to decode
+    return frame

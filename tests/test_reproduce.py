@@ -1,0 +1,123 @@
+"""`pepx reproduce`: paper numbers, tables and figures from fake run folders, and a tiny end-to-end grid."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pepx.cli import main
+from pepx.experiments import get_profile, reproduce
+from pepx.experiments.grid import plan, prepare, run_dir
+from pepx.experiments.paper import paper_frame, paper_value
+from pepx.experiments.reproduce import comparison_pairs
+from test_evaluation_fakes import fake_run, fake_split
+
+PNGS = ("figure9.png", "figure10.png", "figure_abc.png", "headline/confusion_matrix.png",
+        "headline/reliability.png")
+
+
+def _assert_pngs(out: Path, names=PNGS) -> None:
+    for name in names:
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
+
+
+def test_paper_numbers_verbatim():
+    assert paper_value(1, "pepx_resnet") == 0.95666
+    assert paper_value(1, "resnet18") == 0.94667
+    assert paper_value(1, "covidnet") == 0.933
+    assert paper_value(2, "resnet18", "pneumonia") == 0.95237
+    assert paper_value(3, "pepx_resnet", "COVID-19") == 0.99
+    assert paper_value(4, "covidnet", "normal") == 0.9268
+    assert paper_frame(4).loc["This work"].tolist() == [0.932, 0.9559, 0.979]
+    assert paper_value(1, "unknown_net") is None
+
+
+def test_comparison_pairs_cover_each_loss_and_the_headline():
+    cells = [(m, l) for m in ("pepx_resnet", "resnet18", "covidnet") for l in ("ce", "focal")]
+    pairs = comparison_pairs(cells)
+    assert len(pairs) == len(set(pairs)) == 9  # 3 per loss x 2 + headline vs the 3 other-loss cells
+    assert all(a[1] == b[1] for a, b in pairs[:6])
+    assert {b for a, b in pairs if a == ("pepx_resnet", "focal")} == set(cells) - {("pepx_resnet", "focal")}
+
+
+def _fake_grid(out: Path, profile) -> None:
+    out.mkdir(parents=True)
+    fake_split(30).to_csv(out / "split.csv", index=False)
+    accuracy = {"pepx_resnet": 0.95, "resnet18": 0.9, "covidnet": 0.6}
+    for run in plan(profile.models, profile.losses, range(profile.seeds)):
+        fake_run(run_dir(out, run), accuracy[run.model], seed=run.seed + 10 * len(run.loss),
+                 epochs=profile.epochs, residuals=run.model == "pepx_resnet")
+
+
+def test_report_tables_and_figures_from_fake_runs(tmp_path):
+    profile = get_profile("smoke", epochs=4, seeds=2, n_boot=200)
+    out = tmp_path / "grid"
+    _fake_grid(out, profile)
+    logs: list[str] = []
+    report = reproduce(profile=profile, out=out, log=logs.append)
+    assert sum("complete, skipped" in line for line in logs) == 12  # nothing trained
+    text = report.read_text()
+    for number in ("0.95666", "0.94667", "0.933", "0.95237", "0.9559", "0.979"):  # the paper's
+        assert number in text
+    assert "Table 1. The accuracy" in text and "Table 4. F1 score" in text
+    assert " ± " in text and "softmax CE" in text and "This work" in text
+    assert "Warning: the data let a shortcut through" in text  # hospital_c holds only COVID-19
+    assert "### By source" in text and "### By age_group" in text
+    assert "Paired tests" in text and "per seed (Holm < 0.05)" in text and "COVID-Net + focal" in text
+    assert "Configuration and provenance" in text and "torchmetrics" in text
+    for k in range(1, 5):
+        table = pd.read_csv(out / f"table{k}.csv")
+        assert len(table) == 6 and (table["n_seeds"] == 2).all()
+        assert (out / f"table{k}.md").read_text().startswith(f"**Table {k}.")
+    table1 = pd.read_csv(out / "table1.csv").set_index(["model", "loss"])
+    row = table1.loc[("pepx_resnet", "focal")]
+    assert row["Accuracy_low"] <= row["Accuracy_mean"] <= row["Accuracy_high"]
+    assert row["Accuracy_paper"] == 0.95666
+    tests = pd.read_csv(out / "paired_tests.csv").set_index(["a", "b"])
+    strong = tests.loc[("PEPX-ResNet + focal", "COVID-Net + focal")]
+    assert strong["p_holm"] < 0.05 and strong["verdict"] == "PEPX-ResNet + focal better"
+    _assert_pngs(out)
+
+
+def test_prepare_refuses_an_out_made_with_other_settings(tmp_path):
+    out = tmp_path / "grid"
+    _fake_grid(out, get_profile("smoke", epochs=4, seeds=1))
+    prepare(get_profile("smoke", epochs=4, seeds=3), out)  # seeds may change: the runs are reused
+    with pytest.raises(ValueError, match="epochs"):
+        prepare(get_profile("smoke", epochs=5), out)
+
+
+@pytest.mark.slow
+def test_reproduce_and_evaluate_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEPX_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "smoke"
+    args = ["reproduce", "--profile", "smoke", "--data", "synthetic:n_per_class=24,size=64",
+            "--n-train", "12", "--n-test", "6", "--epochs", "2", "--seeds", "1", "--out", str(out)]
+    start = time.perf_counter()
+    assert main(args) == 0
+    assert time.perf_counter() - start < 90
+    text = (out / "report.md").read_text()
+    assert "Table 1" in text and "0.95666" in text and "Paired tests" in text
+    for k in range(1, 5):
+        assert (out / f"table{k}.csv").exists() and (out / f"table{k}.md").exists()
+    _assert_pngs(out)
+    timings = json.loads((out / "timings.json").read_text())
+    assert len(timings) == 6
+
+    assert main(args) == 0  # a second call finds every run complete and only rewrites the report
+    assert json.loads((out / "timings.json").read_text()) == timings
+
+    run = out / "runs" / "pepx_resnet-focal-seed0"
+    assert main(["evaluate", str(run), "--n-boot", "200"]) == 0
+    evaluated = pd.read_csv(run / "eval" / "predictions.csv")
+    trained = pd.read_csv(run / "predictions.csv")
+    assert evaluated["y_pred"].tolist() == trained["y_pred"].tolist()  # same model, same test images
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert {m["metric"] for m in metrics["metrics"]} >= {"accuracy", "macro_f1", "ece"}
+    _assert_pngs(run / "eval", ("confusion_matrix.png", "reliability.png"))
