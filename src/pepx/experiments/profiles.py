@@ -70,7 +70,10 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(name="smoke", data="synthetic", n_train=60, n_test=30, image_size=64, width=0.25,
                      epochs=6, seeds=2, batch_size=16, num_threads=1, n_boot=1000),
-    "cpu": Profile(name="cpu", data=REAL_DATA, n_train=850, n_test=100, image_size=112, width=0.5, epochs=8,
+    # cpu: measured on the shared 2-core box at 112 px, width 0.5, batch 32 (noisy): ~75-100 img/s COVID-Net,
+    # ~120-150 PEPX-ResNet, ~200 ResNet18 -> ~20 min for the grid at 10 epochs. Use num_threads=1 when the
+    # machine is shared with other jobs.
+    "cpu": Profile(name="cpu", data=REAL_DATA, n_train=850, n_test=100, image_size=112, width=0.5, epochs=10,
                    batch_size=32),
     "paper": Profile(name="paper", data=REAL_DATA, n_train=1000, n_test=100, image_size=224, width=1.0,
                      epochs=30, batch_size=32, num_workers=4, augment=False),
