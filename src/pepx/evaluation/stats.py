@@ -68,6 +68,10 @@ def pairwise_tests(frames: Mapping[str, pd.DataFrame], pairs: Sequence[tuple[str
     Columns: ``a, b, acc_a, acc_b, diff, diff_low, diff_high, b_only_a, c_only_b, p, p_holm, verdict``. The
     verdict names a winner only where ``p_holm < alpha``.
     """
+    columns = ["a", "b", "acc_a", "acc_b", "diff", "diff_low", "diff_high", "b_only_a", "c_only_b", "p",
+               "p_holm", "verdict"]
+    if not pairs:
+        return pd.DataFrame(columns=columns)
     names = list(dict.fromkeys(n for pair in pairs for n in pair))
     aligned = dict(zip(names, align_frames([frames[n] for n in names]), strict=True))
     first = aligned[names[0]]
@@ -85,8 +89,6 @@ def pairwise_tests(frames: Mapping[str, pd.DataFrame], pairs: Sequence[tuple[str
         rows.append(dict(a=a, b=b, acc_a=acc[a], acc_b=acc[b], diff=acc[a] - acc[b], diff_low=low,
                          diff_high=high, b_only_a=res.b, c_only_b=res.c, p=res.pvalue))
     table = pd.DataFrame(rows)
-    if table.empty:
-        return table
     table["p_holm"] = holm(table["p"])
     table["verdict"] = [
         ((f"{r.a} better" if r.diff > 0 else f"{r.b} better") if r.p_holm < alpha

@@ -67,11 +67,17 @@ def paired_tests(preds: Frames, n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame
     return ensemble, (pd.concat(per_seed, ignore_index=True) if per_seed else pd.DataFrame())
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def _fmt_p(p: float) -> str:
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
 def _tests_markdown(ensemble: pd.DataFrame, per_seed: pd.DataFrame) -> str:
+    if ensemble.empty:
+        return "Nothing to compare: the grid has a single network and loss."
     frame = pd.DataFrame({
         "A": ensemble["a"], "B": ensemble["b"], "acc A": ensemble["acc_a"], "acc B": ensemble["acc_b"],
         "A − B [95 % CI]": [fmt_ci(d, lo, hi) for d, lo, hi in
@@ -175,8 +181,8 @@ def _report(prof: Profile, preds: dict, summary: pd.DataFrame, tables: dict[int,
         f"# pepx reproduce — profile `{prof.name}`", "",
         f"Data `{prof.data}`; {prof.n_train} train / {prof.n_test} test images per class, one balanced "
         f"patient-disjoint split for every run; {prof.image_size} px, width {prof.width}, "
-        f"{prof.epochs} epochs; {n_seeds} seed(s). Wall time {total / 60:.1f} min "
-        f"({train_seconds / 60:.1f} min of it training in this call).", "",
+        f"{prof.epochs} epochs; {n_seeds} seed(s). Wall time {_duration(total)} "
+        f"({_duration(train_seconds)} of it training in this call).", "",
         f"**Headline.** {cell_label(head)}: test accuracy {fmt_ci(acc['mean'], acc['low'], acc['high'])} "
         f"(paper: {paper_value(1, head[0])}). {len(significant)} of {len(ensemble)} paired comparisons are "
         f"significant after Holm (α = {ALPHA}): {found}.", "",
@@ -219,8 +225,8 @@ def _provenance(prof: Profile, timings: dict[str, float], total: float) -> list[
     settings = pd.DataFrame([(k, str(v)) for k, v in prof.to_dict().items()], columns=["setting", "value"])
     return ["## Configuration and provenance", "", markdown_table(settings), "",
             markdown_table(runs, digits=1), "",
-            f"Sum of run wall times {sum(timings.values()) / 60:.1f} min (all attempts); this call "
-            f"{total / 60:.1f} min.", "", markdown_table(versions), ""]
+            f"Sum of run wall times {_duration(sum(timings.values()))} (all attempts); this call "
+            f"{_duration(total)}.", "", markdown_table(versions), ""]
 
 
 def _method_notes(prof: Profile) -> list[str]:
