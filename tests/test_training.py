@@ -21,6 +21,8 @@ TINY = [
     "data=synthetic:n_per_class=24,size=64", "n_train=12", f"n_test={N_TEST}", "n_val=3", "image_size=32",
     "model_kwargs.width=0.25", "batch_size=8", "epochs=3", "augment=true", "balanced_sampling=true",
     "accelerator=cpu", "progress=false",
+    # Pinned: float reductions depend on the thread count, and an earlier test or the host may change it.
+    "num_threads=1",
 ]
 
 

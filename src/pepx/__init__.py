@@ -1,4 +1,7 @@
-"""pepx: PEPX-ResNet and baselines for 3-class chest X-ray classification (Normal / Non-COVID pneumonia / COVID-19)."""
+"""pepx: PEPX-ResNet and baselines for 3-class chest X-ray classification.
+
+Classes: Normal / Non-COVID pneumonia / COVID-19.
+"""
 
 __version__ = "0.1.0"
 

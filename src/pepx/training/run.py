@@ -116,6 +116,7 @@ def fit(config: TrainConfig, out_dir: str | Path, resume: bool = False,
             raise FileExistsError(f"{run_dir} already holds a run: resume it or use another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / CONFIG_FILE)
+    saved_threads = torch.get_num_threads()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     split = _prepare_split(config, run_dir, resume)
@@ -143,6 +144,7 @@ def fit(config: TrainConfig, out_dir: str | Path, resume: bool = False,
         device = trainer.strategy.root_device if trainer.strategy.root_device.type != "cpu" else None
         predictions = predict(model, split[split["split"] == "test"], config, device=device)
         predictions.to_csv(run_dir / PREDICTIONS_FILE, index=False)
+    torch.set_num_threads(saved_threads)
     return run_dir
 
 
