@@ -6,8 +6,10 @@
 For each model, width and size: parameters, forward GFLOPs per image (``torch.utils.flop_counter``), forward
 (eval, no grad) and training-step (forward + cross-entropy + backward + SGD step) images/s at ``--batch``
 (median of ``--rounds`` timed rounds after one warm-up), and achieved GFLOP/s (a training step counted as
-3x the forward FLOPs). The same run measures a 2048x2048 fp32 matmul's GFLOP/s as the machine's reference
-rate. Runs on CPU with ``--threads`` threads (default 2).
+3x the forward FLOPs). A 2048x2048 fp32 matmul's GFLOP/s is measured right before every row (``mm_GF/s``) and
+each row's training rate is given as a fraction of it, so host-speed drift during the run cancels out. The
+closing lines compare every model with ResNet18 (training images/s and FLOPs) at each size and format.
+Runs on CPU with ``--threads`` threads (default 2).
 """
 
 from __future__ import annotations
@@ -80,13 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    mm = matmul_gflops()
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
           f"median of {args.rounds} rounds")
-    print(f"2048x2048 fp32 matmul: {mm:.1f} GFLOP/s")
     head = (f"{'model':<12} {'width':>5} {'size':>4} {'format':<14} {'params_M':>8} {'GFLOPs':>7} "
-            f"{'fwd_img/s':>9} {'fwd_GF/s':>8} {'train_img/s':>11} {'train_GF/s':>10} {'train/mm':>8}")
+            f"{'fwd_img/s':>9} {'fwd_GF/s':>8} {'train_img/s':>11} {'train_GF/s':>10} {'mm_GF/s':>7} "
+            f"{'train/mm':>8}")
     print(head)
+    rows: dict[tuple[str, float, int, str], tuple[float, float]] = {}
     for name in args.models:
         for width in args.width:
             model = create_model(name, width=width)
@@ -94,12 +96,28 @@ def main(argv: list[str] | None = None) -> None:
             for size in args.sizes:
                 gflops = count_flops(model, size) / 1e9
                 for fmt in args.formats:
+                    mm = matmul_gflops(rounds=3)
                     r = bench_one(name, width, size, args, fmt == "channels_last")
                     train_gfs = 3 * gflops * r["train_ips"]
+                    rows[name, width, size, fmt] = (r["train_ips"], gflops)
                     fwd = (f"{r['fwd_ips']:>9.1f} {gflops * r['fwd_ips']:>8.1f}" if "fwd_ips" in r
                            else f"{'-':>9} {'-':>8}")
                     print(f"{name:<12} {width:>5.2f} {size:>4} {fmt:<14} {params:>8.2f} {gflops:>7.3f} {fwd} "
-                          f"{r['train_ips']:>11.1f} {train_gfs:>10.1f} {train_gfs / mm:>8.1%}", flush=True)
+                          f"{r['train_ips']:>11.1f} {train_gfs:>10.1f} {mm:>7.1f} {train_gfs / mm:>8.1%}",
+                          flush=True)
+    _print_ratios(rows)
+
+
+def _print_ratios(rows: dict[tuple[str, float, int, str], tuple[float, float]]) -> None:
+    """Each model against ResNet18 at the same width, size and format: training speed and FLOPs."""
+    lines = []
+    for (name, width, size, fmt), (ips, gflops) in rows.items():
+        ref = rows.get(("resnet18", width, size, fmt))
+        if name != "resnet18" and ref:
+            lines.append(f"{name:<12} {width:>5.2f} {size:>4} {fmt:<14} train speed {ips / ref[0]:>5.2f}x, "
+                         f"FLOPs {gflops / ref[1]:>5.2f}x of resnet18")
+    if lines:
+        print("\n".join(["", "relative to resnet18 (same width, size, format):", *lines]))
 
 
 if __name__ == "__main__":
