@@ -87,6 +87,24 @@ def test_pseudo_ids_only_in_train_and_clear_errors(caplog):
         balanced_split(df, n_train=100, n_test=5)
 
 
+def test_folder_without_patient_ids_still_splits_with_a_warning(tmp_path, caplog):
+    """A plain folder per class has no patient ids at all: test images come from it too, with a warning."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in CLASSES:
+        (tmp_path / c).mkdir()
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    m = load_source(f"folder:{tmp_path}").manifest
+    assert (m["patient_id_kind"] == "per_image_pseudo").all()
+    s = balanced_split(m, n_train=5, n_test=3)
+    assert s.groupby(["split", "label"]).size().tolist() == [3, 3, 3, 5, 5, 5]
+    assert "no row has a real patient id" in caplog.text
+    assert leak_check(s).ok
+
+
 def test_stratify_source_shares_quota():
     df = toy(n_patients=40, per=1)
     s = balanced_split(df, n_train=20, n_test=10, stratify_source=True)

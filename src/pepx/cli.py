@@ -8,6 +8,7 @@ Imports are lazy so that `pepx --help` is instant.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -159,9 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Errors that describe bad input (a missing file, an unusable data set, a wrong value): printed as one line.
+#: Set PEPX_DEBUG=1 to see the traceback instead.
+USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, FileExistsError, NotADirectoryError,
+                                                 ValueError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    from pepx.data.errors import DataError
+
+    try:
+        return int(args.func(args) or 0)
+    except (DataError, *USER_ERRORS) as err:
+        if os.environ.get("PEPX_DEBUG"):
+            raise
+        print(f"pepx {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

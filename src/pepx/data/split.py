@@ -51,8 +51,10 @@ def balanced_split(
     """Pick `n_train`/`n_val`/`n_test` images per class, whole patients at a time, no patient in two splits.
 
     Test is drawn first, then val, then train. Rows with `patient_id_kind == "per_image_pseudo"` (no real
-    patient id: one person may hide under many ids) only go to train. With `stratify_source`, each split's
-    quota in a class is shared across sources in proportion to the images available. Deterministic per `seed`.
+    patient id: one person may hide under many ids) only go to train, unless no row of the manifest has a
+    real id (a plain folder of images): then they are eligible everywhere, with a warning, since
+    patient-disjointness cannot be checked at all. With `stratify_source`, each split's quota in a class is
+    shared across sources in proportion to the images available. Deterministic per `seed`.
     Returns the chosen rows with a `split` column; raises `SplitError` when a class is too small.
     """
     need = {"train": int(n_train), "val": int(n_val), "test": int(n_test)}
@@ -62,7 +64,13 @@ def balanced_split(
     df["patient_id"] = df["patient_id"].astype(str)
     kind = df["patient_id_kind"] if "patient_id_kind" in df.columns else pd.Series("", index=df.index)
     pseudo = kind.astype(str).eq(PSEUDO)
-    if pseudo.any() and (need["test"] or need["val"]):
+    if pseudo.all() and (need["test"] or need["val"]):
+        log.warning(
+            "no row has a real patient id: images are split one by one, so a patient with several images "
+            "may land in train and test; the leak check can only look for identical pixels"
+        )
+        pseudo = pd.Series(False, index=df.index)
+    elif pseudo.any() and (need["test"] or need["val"]):
         log.warning(
             "%d rows have per-image pseudo patient ids (%s): kept out of val/test, eligible for train only",
             int(pseudo.sum()),
