@@ -29,14 +29,15 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     loss: str = "ce"
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
-    # data
+    # data: the defaults fit the embedded synthetic set (100 images per class at 128 px), so a bare
+    # `pepx train` runs on a fresh machine; the paper's protocol is n_train=1000 n_test=100 image_size=224.
     data: str = "synthetic"
     split: str | None = None
-    n_train: int = 1000
-    n_test: int = 100
+    n_train: int = 70
+    n_test: int = 30
     n_val: int = 0
     split_seed: int = 0
-    image_size: int = 224
+    image_size: int = 128
     in_chans: int = 1
     augment: bool = False
     cache_dir: str | None = None
