@@ -11,6 +11,7 @@ import pandas as pd
 from pepx import CLASSES
 from pepx.data.errors import ImageReadError
 from pepx.data.io import read_image
+from pepx.markdown import markdown_table
 
 FACTORS = ("source", "age_group")
 NAMES = {"source": "source", "age_group": "age"}
@@ -123,17 +124,10 @@ class ConfoundReport:
             sub = self.counts[self.counts["factor"] == factor]
             if sub.empty:
                 continue
-            out += [f"**{factor}** (images per class)", "", _md_table(sub.drop(columns=["factor"])), ""]
+            out += [f"**{factor}** (images per class)", "", markdown_table(sub.drop(columns=["factor"])), ""]
         out.append("Warnings:" if self.warnings else "No single source or age group identifies a class.")
         out += [f"- {w}" for w in self.warnings]
         return "\n".join(out)
-
-
-def _md_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    rows = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    rows += ["| " + " | ".join(str(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join(rows)
 
 
 def confound_report(frame: pd.DataFrame, min_share: float = 0.02, min_count: int = 10) -> ConfoundReport:

@@ -11,21 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pepx import CLASS_DISPLAY, CLASSES
-
-DASH = "–"
-
-
-def fmt(value: object, digits: int = 3) -> str:
-    """A number with ``digits`` decimals, ints as they are, NaN/None as a dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return DASH
-    if isinstance(value, (bool, np.bool_)):
-        return str(value)
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.{digits}f}"
-    return str(value)
+from pepx.markdown import DASH, fmt, markdown_table
 
 
 def fmt_ci(value: float, low: float, high: float, digits: int = 3) -> str:
@@ -33,17 +19,6 @@ def fmt_ci(value: float, low: float, high: float, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return DASH
     return f"{fmt(value, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
-
-
-def markdown_table(frame: pd.DataFrame, digits: int = 3, index: bool = False) -> str:
-    """A GitHub Markdown table of ``frame`` (floats with ``digits`` decimals)."""
-    if index:
-        frame = frame.reset_index()
-    head = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(fmt(v, digits).replace("|", "\\|") for v in row) + " |")
-    return "\n".join(lines)
 
 
 def class_label(name: str) -> str:

@@ -17,13 +17,14 @@ from pepx import CLASSES
 from pepx.evaluation.breakdown import BREAKDOWN_METRICS
 from pepx.evaluation.evaluate import evaluate_predictions
 from pepx.evaluation.metrics import mean_predictions
-from pepx.evaluation.report import breakdown_markdown, fmt_ci, markdown_table, write_json
+from pepx.evaluation.report import breakdown_markdown, fmt_ci, write_json
 from pepx.evaluation.stats import ALPHA, pairwise_tests
 from pepx.experiments.figures import MODEL_NAMES, figure9, figure10, residual_figure
 from pepx.experiments.grid import SPLIT_FILE, TIMINGS_FILE, GridRun, run_grid
 from pepx.experiments.paper import paper_value
 from pepx.experiments.profiles import Profile, get_profile
 from pepx.experiments.tables import LOSS_NAMES, cell_summary, write_tables
+from pepx.markdown import markdown_table
 
 HEADLINE = ("pepx_resnet", "focal")
 Cell = tuple[str, str]

@@ -16,8 +16,8 @@ import pandas as pd
 from pepx import CLASS_DISPLAY, CLASSES
 from pepx.evaluation.bootstrap import LEVEL, N_BOOT, metric_samples, percentile_interval
 from pepx.evaluation.metrics import compute_metrics
-from pepx.evaluation.report import DASH, fmt, markdown_table
 from pepx.experiments.paper import PAPER_ROWS, TABLES, paper_value
+from pepx.markdown import DASH, fmt, markdown_table
 
 LOSS_NAMES = {"ce": "softmax CE", "focal": "focal"}
 NETWORK_NAMES = {v: k for k, v in PAPER_ROWS.items()}  # resnet18 -> Resnet18, pepx_resnet -> This work

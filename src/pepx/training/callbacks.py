@@ -12,16 +12,11 @@ import lightning as L
 import torch
 from safetensors.torch import save_model
 
+from pepx.models import residual_scalars
+
 METRICS_FILE = "metrics.csv"
 #: Columns of metrics.csv whose values are wall-clock timings (differ between otherwise identical runs).
 TIMING_COLUMNS = ("epoch_seconds", "images_per_second")
-
-
-def residual_columns(model: torch.nn.Module) -> dict[str, float]:
-    """`residual_scalars(model)` (each PEPX-ResNet block's A, B, C), or nothing for other models."""
-    from pepx.models import residual_scalars
-
-    return {k: float(v) for k, v in residual_scalars(model).items()}
 
 
 def truncate_metrics(path: Path, last_epoch: int) -> None:
@@ -81,7 +76,7 @@ class RunWriter(L.Callback):
                "train_acc": summary.pop("train_acc"), "lr": summary.pop("lr"),
                "epoch_seconds": time.perf_counter() - self._start,
                "images_per_second": self._images / train_seconds if train_seconds > 0 else float("nan"),
-               **summary, **residual_columns(pl_module.model)}
+               **summary, **residual_scalars(pl_module.model)}
         self.last_row = row
         if trainer.is_global_zero:
             self._append(row)
