@@ -168,11 +168,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, FileExistsErr
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pepx.data.errors import DataError
+    from pepx.errors import PepxError
 
     try:
         return int(args.func(args) or 0)
-    except (DataError, *USER_ERRORS) as err:
+    except (PepxError, *USER_ERRORS) as err:
         if os.environ.get("PEPX_DEBUG"):
             raise
         print(f"pepx {args.command}: error: {err}", file=sys.stderr)

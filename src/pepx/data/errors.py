@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pepx.errors import PepxError
 
-class DataError(Exception):
+
+class DataError(PepxError):
     """Base class of every error `pepx.data` raises on purpose."""
 
 
