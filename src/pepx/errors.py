@@ -4,10 +4,13 @@ Every one is printed by the CLI as one line on stderr naming the thing and the r
 (`PEPX_DEBUG=1` shows the traceback). A genuine bug is any other exception and keeps its traceback.
 
     PepxError
-    ├── ConfigError     a setting, argument or config file that cannot be used
+    ├── ConfigError     a setting, argument or config file that cannot be used (also a ValueError)
     ├── RunError        a run folder that is missing, incomplete or damaged
-    ├── BundleError     a model bundle that is malformed or fails its checksum
+    │   └── RunInterrupted  training stopped by SIGTERM / SIGINT; exit status 128 + signal (143 / 130)
+    ├── BundleError     a model bundle that is malformed or fails its sha256 check
     └── DataError       (pepx.data.errors) a data source, image or split that cannot be used
+
+`exit_status` is the CLI's exit status for the error (2 unless the class says otherwise).
 """
 
 from __future__ import annotations
@@ -16,17 +19,39 @@ from __future__ import annotations
 class PepxError(Exception):
     """Base class of every error pepx raises on purpose (user-fixable input)."""
 
+    #: Exit status of the `pepx` command when this error ends it.
+    exit_status: int = 2
 
-class ConfigError(PepxError):
-    """A setting, command-line argument or config file that cannot be used; names the setting."""
+
+class ConfigError(PepxError, ValueError):
+    """A setting, command-line argument or config file that cannot be used; names the setting.
+
+    Also a `ValueError`, so library callers that catch bad values keep working.
+    """
 
 
 class RunError(PepxError):
     """A run folder that is missing, incomplete or damaged; names the folder and what is wrong."""
 
 
+class RunInterrupted(RunError):
+    """Training stopped on SIGTERM or SIGINT after its current batch; the last checkpoint is kept.
+
+    Args:
+        run_dir: the run folder.
+        signum: the signal received (`signal.SIGTERM` or `signal.SIGINT`).
+        message: the one line the CLI prints (names the run and the resume command).
+    """
+
+    def __init__(self, run_dir: str, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+        self.signum = int(signum)
+        self.exit_status = 128 + self.signum
+
+
 class BundleError(PepxError):
     """A model bundle that is malformed, incomplete or fails its sha256 check; names the bundle."""
 
 
-__all__ = ["BundleError", "ConfigError", "PepxError", "RunError"]
+__all__ = ["BundleError", "ConfigError", "PepxError", "RunError", "RunInterrupted"]

@@ -17,9 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pepx.checks import check_kwargs
+from pepx.errors import ConfigError
+
 
 class FocalLoss(nn.Module):
-    """Softmax focal loss on ``(logits [N, C], target [N] long)``; ``reduction`` "mean" | "sum" | "none"."""
+    """Softmax focal loss on ``(logits [N, C], target [N] long)``.
+
+    Args:
+        gamma: focusing exponent (>= 0); 0 gives cross-entropy (times ``alpha``). The paper uses 1.
+        alpha: class weight: a scalar for every class, or one weight per class (``alpha_t = alpha[target]``).
+            The paper uses 1.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (one loss per sample).
+    """
 
     def __init__(
         self,
@@ -62,11 +72,18 @@ class FocalLoss(nn.Module):
         return f"gamma={self.gamma}, alpha={alpha}, reduction={self.reduction!r}"
 
 
+#: Loss names and their classes; ``create_loss``'s keyword arguments are the class's constructor arguments.
+LOSSES: dict[str, type[nn.Module]] = {"ce": nn.CrossEntropyLoss, "focal": FocalLoss}
+
+
 def create_loss(name: str, **kwargs) -> nn.Module:
-    """``"ce"`` -> ``nn.CrossEntropyLoss(**kwargs)``; ``"focal"`` -> :class:`FocalLoss` (``gamma``, ``alpha``,
-    ``reduction``)."""
-    if name == "ce":
-        return nn.CrossEntropyLoss(**kwargs)
-    if name == "focal":
-        return FocalLoss(**kwargs)
-    raise ValueError(f"unknown loss {name!r}; choose 'ce' or 'focal'")
+    """``"ce"`` -> ``nn.CrossEntropyLoss(**kwargs)`` (``weight``, ``label_smoothing``, ``reduction``, ...);
+    ``"focal"`` -> :class:`FocalLoss` (``gamma``, ``alpha``, ``reduction``).
+
+    Raises `pepx.errors.ConfigError` (a `ValueError`) for an unknown name or an argument the class does not
+    take, naming the ones it does.
+    """
+    if name not in LOSSES:
+        raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    check_kwargs(LOSSES[name], kwargs, f"loss {name}")
+    return LOSSES[name](**kwargs)

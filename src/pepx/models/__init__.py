@@ -10,7 +10,7 @@ from . import resnet as _resnet  # noqa: F401  (registers "resnet18")
 from .covidnet import COVIDNet
 from .pepx import PEPX
 from .pepx_resnet import PEPXResNet, PEPXResNetBlock, residual_scalars
-from .registry import create_model, list_models, load_pretrained, register_model
+from .registry import create_model, list_models, load_pretrained, model_factory, register_model
 from .resnet import ResNet
 from .summary import count_flops, count_params, summary_rows
 
@@ -25,6 +25,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_pretrained",
+    "model_factory",
     "register_model",
     "residual_scalars",
     "summary_rows",

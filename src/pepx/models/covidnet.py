@@ -66,7 +66,19 @@ class DenseStage(nn.Module):
 
 
 class COVIDNet(nn.Module):
-    """Stem, four :class:`DenseStage` (3, 4, 6, 3 depthwise PEPX), MLP head (avg-pool or flatten)."""
+    """Stem, four :class:`DenseStage` (3, 4, 6, 3 depthwise PEPX), MLP head (avg-pool or flatten).
+
+    Args:
+        num_classes: outputs of the classifier ``fc``.
+        in_chans: input channels (1 for grey radiographs).
+        width: channel multiplier of every layer (stem, stages and the hidden FC layers).
+        variant: stage widths ``"small"`` (160, 320, 640, 1280) or ``"large"`` (200, 400, 800, 1600).
+        widths: four stage widths overriding ``variant``.
+        head: ``"avg"`` (global average pool, then the FC layers) or ``"flatten"`` (the published head).
+        img_size: input size the ``"flatten"`` head is built for (its map is pooled to ``img_size // 32``).
+        depthwise: depthwise 3x3 inside PEPX (COVID-Net's); False gives the full 3x3 conv.
+        zero_init_last: zero the BN scale of each PEPX's last conv so every stage starts as its shortcut.
+    """
 
     pretrained_cfg = {"first_conv": "conv1", "classifier": "fc"}
 
@@ -125,7 +137,19 @@ class COVIDNet(nn.Module):
 
 
 @register_model
-def covidnet(*, num_classes: int = 3, in_chans: int = 1, width: float = 1.0, **kwargs) -> COVIDNet:
-    """COVID-Net; ``kwargs``: ``variant`` ("small" | "large"), ``widths``, ``head`` ("avg" | "flatten"),
-    ``img_size`` (for the flatten head), ``depthwise``."""
-    return COVIDNet(num_classes=num_classes, in_chans=in_chans, width=width, **kwargs)
+def covidnet(
+    *,
+    num_classes: int = 3,
+    in_chans: int = 1,
+    width: float = 1.0,
+    variant: Literal["small", "large"] = "small",
+    widths: tuple[int, int, int, int] | None = None,
+    head: Literal["avg", "flatten"] = "avg",
+    img_size: int = 224,
+    depthwise: bool = True,
+    zero_init_last: bool = True,
+) -> COVIDNet:
+    """COVID-Net; every argument as in :class:`COVIDNet`."""
+    return COVIDNet(num_classes=num_classes, in_chans=in_chans, width=width, variant=variant,
+                    widths=tuple(widths) if widths is not None else None, head=head, img_size=img_size,
+                    depthwise=depthwise, zero_init_last=zero_init_last)

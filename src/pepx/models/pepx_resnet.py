@@ -87,7 +87,19 @@ class PEPXResNetBlock(nn.Module):
 
 
 class PEPXResNet(nn.Module):
-    """Stem, four stages of :class:`PEPXResNetBlock`, PEPX stream (or per-block PEPX), avg-pool, ``fc``."""
+    """Stem, four stages of :class:`PEPXResNetBlock`, PEPX stream (or per-block PEPX), avg-pool, ``fc``.
+
+    Args:
+        num_classes: outputs of the classifier ``fc``.
+        in_chans: input channels (1 for grey radiographs).
+        width: channel multiplier of every layer (stage widths 64, 128, 256, 512 times ``width``).
+        depths: PEPX-ResNet blocks per stage (four integers >= 1; one block = four 3x3 convs).
+        pepx_input: ``"stream"``: a separate PEPX network fed by the stem, stage k's PEPX output entering
+            stage k's blocks (our reading of the paper's Fig. 1); ``"block"``: each block owns a PEPX on its
+            own input.
+        pepx_depthwise: depthwise 3x3 inside PEPX (COVID-Net's) instead of the paper's full 3x3.
+        abc_init: initial values of every block's learned scalars A, B, C.
+    """
 
     pretrained_cfg = {"first_conv": "conv1", "classifier": "fc"}
 
@@ -143,10 +155,19 @@ class PEPXResNet(nn.Module):
 
 
 @register_model
-def pepx_resnet(*, num_classes: int = 3, in_chans: int = 1, width: float = 1.0, **kwargs) -> PEPXResNet:
-    """PEPX-ResNet; ``kwargs``: ``depths``, ``pepx_input`` ("stream" | "block"), ``pepx_depthwise``,
-    ``abc_init``."""
-    return PEPXResNet(num_classes=num_classes, in_chans=in_chans, width=width, **kwargs)
+def pepx_resnet(
+    *,
+    num_classes: int = 3,
+    in_chans: int = 1,
+    width: float = 1.0,
+    depths: tuple[int, ...] = (1, 1, 1, 1),
+    pepx_input: Literal["stream", "block"] = "stream",
+    pepx_depthwise: bool = False,
+    abc_init: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> PEPXResNet:
+    """PEPX-ResNet; every argument as in :class:`PEPXResNet`."""
+    return PEPXResNet(num_classes=num_classes, in_chans=in_chans, width=width, depths=tuple(depths),
+                      pepx_input=pepx_input, pepx_depthwise=pepx_depthwise, abc_init=tuple(abc_init))
 
 
 def residual_scalars(model: nn.Module) -> dict[str, float]:

@@ -12,7 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
+
+from pepx.checks import check_kwargs
+from pepx.errors import ConfigError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -23,6 +27,13 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         raise ValueError(f"model {fn.__name__!r} registered twice")
     _REGISTRY[fn.__name__] = fn
     return fn
+
+
+def model_factory(name: str) -> Callable[..., nn.Module]:
+    """The registered factory of ``name`` (its signature lists the model's arguments)."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; choose from {list_models()}")
+    return _REGISTRY[name]
 
 
 def list_models() -> list[str]:
@@ -38,13 +49,16 @@ def create_model(
     pretrained: str | Path | None = None,
     **kwargs,
 ) -> nn.Module:
-    """Build model ``name``; every model takes ``width`` (channel multiplier, default 1.0) among ``kwargs``.
+    """Build model ``name``; ``kwargs`` are its factory's arguments (every model takes ``width``, the channel
+    multiplier, default 1.0; see each model class's ``Args``).
 
     ``pretrained``: a local state-dict file (``.safetensors``, ``.pth``, ``.pt``); see the module docstring.
+    Raises `pepx.errors.ConfigError` (a `ValueError`) for an unknown name, an unknown argument or a value
+    of the wrong type, naming it.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose from {list_models()}")
-    model = _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
+    factory = model_factory(name)
+    check_kwargs(factory, kwargs, f"model {name}", reserved=("num_classes", "in_chans"))
+    model = factory(num_classes=num_classes, in_chans=in_chans, **kwargs)
     if pretrained is not None:
         load_pretrained(model, pretrained)
     return model
@@ -54,8 +68,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` or torch-pickle file, minus ``__`` keys, ``module.``."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state = load_file(str(path))
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)

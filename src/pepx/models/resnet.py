@@ -43,7 +43,14 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet with BasicBlocks: stem, four stages (strides 1, 2, 2, 2), global average pool, linear ``fc``."""
+    """ResNet with BasicBlocks: stem, four stages (strides 1, 2, 2, 2), global average pool, linear ``fc``.
+
+    Args:
+        layers: BasicBlocks per stage ((2, 2, 2, 2) is ResNet18).
+        num_classes: outputs of the classifier ``fc``.
+        in_chans: input channels (1 for grey radiographs).
+        width: channel multiplier (64, 128, 256, 512 times ``width``; only 1.0 matches torchvision's shapes).
+    """
 
     pretrained_cfg = {"first_conv": "conv1", "classifier": "fc"}
 

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .registry import create_model, list_models
+
 
 def count_params(model: nn.Module) -> int:
     """Trainable and frozen parameters (buffers excluded)."""
@@ -33,8 +35,6 @@ def summary_rows(
     **kwargs,
 ) -> list[dict[str, float | str]]:
     """One row per model: ``model``, ``params_M``, ``gflops_<size>`` (forward, batch 1)."""
-    from .registry import create_model, list_models
-
     rows = []
     for name in names or list_models():
         model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -11,6 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pepx.errors import ConfigError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: YAML configs only
+    tomllib = None  # type: ignore[assignment]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adam", "adamw", "sgd"),
@@ -22,7 +30,30 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class TrainConfig:
-    """One model x one loss on one split. `n_*` are images per class (see `pepx.data.balanced_split`)."""
+    """Every setting of one training run: one model x one loss on one split (docs/training.md has the table).
+
+    Checked on construction (`validate`); a bad value raises `pepx.errors.ConfigError` naming the field.
+
+    Args:
+        model: a name of `pepx.models.list_models()` (``pepx_resnet``, ``resnet18``, ``covidnet``).
+        model_kwargs: the model factory's further arguments, e.g. ``{"width": 0.5}``.
+        loss: ``"ce"`` or ``"focal"``; loss_kwargs: the loss's arguments, e.g. ``{"gamma": 1, "alpha": 1}``.
+        data: a `pepx.data.load_source` spec (``synthetic``, ``csv:PATH``, ``covidx:DIR``, ...).
+        split: a split CSV (``pepx data split``); None draws one here with `balanced_split`.
+        n_train, n_test, n_val, split_seed: images per class of the split drawn here, and its seed.
+        image_size: input side in pixels; in_chans: input channels (1: pepx's images are grey).
+        augment: `CXRDataset` augmentation; cache_dir: the decoded-image cache (default ``$PEPX_CACHE``).
+        eval_splits: splits evaluated after every epoch (``val`` and/or ``test``).
+        epochs, batch_size, eval_batch_size: epochs; per-process batch sizes (eval default: 2 x batch).
+        optimizer, lr, weight_decay, momentum: ``adam`` / ``adamw`` / ``sgd`` and their settings.
+        scheduler, lr_step_size, lr_gamma: per-epoch ``cosine``, ``step`` (every ``lr_step_size`` epochs,
+            times ``lr_gamma``) or ``none``.
+        balanced_sampling: draw training images with probability 1 / class count.
+        seed, deterministic: the run's seed; deterministic algorithms (warn-only) and no cuDNN autotuning.
+        num_workers, num_threads: DataLoader workers; torch threads (None: torch's default).
+        accelerator, devices, num_nodes, strategy, precision: Lightning's hardware settings.
+        channels_last: channels-last memory format; progress: progress bar (None: when stderr is a terminal).
+    """
 
     # what to train
     model: str = "pepx_resnet"
@@ -72,21 +103,35 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Raise `ValueError` on an out-of-range or unknown setting."""
+        """Raise `ConfigError` on an out-of-range or unknown setting (what can be checked without torch; the
+        model, loss and hardware are checked by `pepx.training.checks.check_config` before training)."""
         for name, choices in _CHOICES.items():
             if str(getattr(self, name)) not in choices:
-                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(choices)}")
-        for name in ("epochs", "batch_size", "image_size", "in_chans", "num_nodes"):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(choices)}")
+        for name in ("epochs", "batch_size", "image_size", "num_nodes", "lr_step_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_train", "n_test", "n_val", "num_workers"):
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_batch_size", "num_threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 (or null), got {getattr(self, name)}")
+        for name in ("n_train", "n_test", "n_val", "num_workers", "split_seed", "seed"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.split is None and self.n_train < 1:
+            raise ConfigError("n_train=0: no training images (images per class: >= 1 unless `split` is set)")
+        if self.in_chans != 1:
+            raise ConfigError(f"in_chans={self.in_chans}: pepx's datasets yield 1-channel (grey) images; "
+                              "use in_chans=1 (RGB ImageNet weights load by summing first-conv kernels)")
+        for name in ("lr", "lr_gamma"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "momentum"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        _check_devices(self.devices)
         bad = [s for s in self.eval_splits if s not in ("val", "test")]
         if bad:
-            raise ValueError(f"eval_splits: unknown {bad}; use val and/or test")
+            raise ConfigError(f"eval_splits: unknown {bad}; use val and/or test")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -101,23 +146,37 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
-        """Load a `.yaml`/`.yml` or `.toml` file: flat fields, `model_kwargs` etc. as sub-tables."""
-        path = Path(path)
-        text = path.read_text()
-        if path.suffix.lower() == ".toml":
-            import tomllib
+        """Load a `.yaml`/`.yml` or `.toml` file: flat fields, `model_kwargs` etc. as sub-tables.
 
-            values = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            values = yaml.safe_load(text) or {}
-        else:
-            raise ValueError(f"{path}: config must end in .yaml, .yml or .toml")
+        Raises `ConfigError` naming the file for a missing or unreadable file, malformed YAML/TOML (with the
+        line) or a bad setting."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".toml", ".yaml", ".yml"):
+            raise ConfigError(f"{path}: config must end in .yaml, .yml or .toml")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: cannot read the config ({_reason(err)})") from None
+        if suffix == ".toml" and tomllib is None:
+            raise ConfigError(f"{path}: TOML configs need Python >= 3.11 (tomllib); use YAML")
+        try:
+            values = tomllib.loads(text) if suffix == ".toml" else (yaml.safe_load(text) or {})
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or err
+            raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: malformed TOML: {err}") from None
         if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+            raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
         try:
             return cls.from_dict(values)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
 
     def with_overrides(self, overrides: Iterable[str]) -> TrainConfig:
         """A copy with `key=value` overrides; `model_kwargs.width=0.5` sets one entry of a dict field."""
@@ -127,13 +186,17 @@ class TrainConfig:
             key, sep, raw = item.partition("=")
             key = key.strip()
             if not sep or not key:
-                raise ValueError(f"override {item!r}: expected key=value")
-            parsed = yaml.safe_load(raw) if raw.strip() else None
+                raise ConfigError(f"override {item!r}: expected key=value")
+            try:
+                parsed = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError as err:
+                problem = getattr(err, "problem", None) or err
+                raise ConfigError(f"override {item!r}: not a YAML value ({problem})") from None
             top, dot, sub = key.partition(".")
             _check_key(top)
             if dot:
                 if values[top] is not None and not isinstance(values[top], dict):
-                    raise ValueError(f"override {item!r}: {top} is not a mapping, so {key} is meaningless")
+                    raise ConfigError(f"override {item!r}: {top} is not a mapping, so {key} is meaningless")
                 values[top] = {**(values[top] or {}), sub: parsed}
             else:
                 values[top] = _coerce(top, parsed, hints[top])
@@ -152,6 +215,21 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------- helpers
+def _reason(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err)
+
+
+def _check_devices(devices: int | str) -> None:
+    """`devices`: an integer >= 1, ``auto``, or a list of device indices such as ``0,1``."""
+    if isinstance(devices, int):
+        if devices < 1:
+            raise ConfigError(f"devices must be >= 1 (or auto, or indices like 0,1), got {devices}")
+        return
+    text = str(devices).strip()
+    if text != "auto" and not re.fullmatch(r"\d+(\s*,\s*\d+)*\s*,?", text):
+        raise ConfigError(f"devices={devices!r}: use an integer >= 1, auto, or indices like 0,1")
+
+
 def _hints() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
 
@@ -161,24 +239,24 @@ def _check_key(key: str) -> None:
     if key not in names:
         close = difflib.get_close_matches(key, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown config key {key!r}{hint}; known keys: {', '.join(names)}")
+        raise ConfigError(f"unknown config key {key!r}{hint}; known keys: {', '.join(names)}")
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Coerce a parsed YAML/TOML value to the field's declared type, or raise a clear `ValueError`."""
+    """Coerce a parsed YAML/TOML value to the field's declared type, or raise a clear `ConfigError`."""
     is_union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
     options = typing.get_args(hint) if is_union else (hint,)
     if value is None:
         if type(None) in options:
             return None
-        raise ValueError(f"{key}: may not be empty")
+        raise ConfigError(f"{key}: may not be empty")
     errors = []
     for option in (o for o in options if o is not type(None)):
         try:
             return _coerce_one(value, option)
         except (TypeError, ValueError) as err:
             errors.append(str(err))
-    raise ValueError(f"{key}={value!r}: {'; '.join(errors)}")
+    raise ConfigError(f"{key}={value!r}: {'; '.join(errors)}")
 
 
 def _coerce_one(value: Any, kind: Any) -> Any:
