@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from pepx import CLASSES
+from pepx.errors import RunError
 from pepx.training import TrainConfig, fit, load_run, predict
 from pepx.training.callbacks import TIMING_COLUMNS
 
@@ -115,7 +116,7 @@ def test_tiny_run_end_to_end(run: Path) -> None:
 
 
 def test_existing_run_folder_is_not_overwritten(run: Path) -> None:
-    with pytest.raises(FileExistsError):
+    with pytest.raises(RunError, match="already holds a run"):
         fit(_config(), run)
 
 

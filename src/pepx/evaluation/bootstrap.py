@@ -14,10 +14,19 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pepx.errors import ConfigError
 from pepx.evaluation.metrics import batched_metrics, frame_arrays, metric_names
 
 N_BOOT = 2000
 LEVEL = 0.95
+
+
+def check_bootstrap(n_boot: int, level: float = LEVEL) -> None:
+    """Raise `ConfigError` unless ``n_boot`` >= 1 and 0 < ``level`` < 1."""
+    if n_boot < 1:
+        raise ConfigError(f"n_boot must be >= 1 (bootstrap resamples), got {n_boot}")
+    if not 0 < level < 1:
+        raise ConfigError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
 
 
 def patient_resamples(patients: Sequence, strata: Sequence | None = None, n_boot: int = N_BOOT,

@@ -1,4 +1,6 @@
-"""`pepx evaluate`: a run's predictions, metrics with patient-bootstrap CIs, breakdowns, plots, reports."""
+"""`evaluate_predictions`: a predictions frame into metrics with patient-bootstrap CIs, breakdowns, plots and
+reports. Loading a run and predicting with it lives in `pepx.training.evaluate_run` (evaluation never imports
+training)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from pepx import CLASSES
-from pepx.evaluation.bootstrap import LEVEL, N_BOOT, bootstrap_metrics
+from pepx.data import DataError, confound_report
+from pepx.evaluation.bootstrap import LEVEL, N_BOOT, bootstrap_metrics, check_bootstrap
 from pepx.evaluation.breakdown import BREAKDOWN_METRICS, breakdowns
 from pepx.evaluation.metrics import confusion_matrix
 from pepx.evaluation.plots import plot_confusion, plot_reliability
@@ -27,14 +30,17 @@ def evaluate_predictions(frame: pd.DataFrame, out: str | Path, *, title: str = "
     """Write predictions.csv, metrics.json, report.md, confusion_matrix.png and reliability.png into ``out``.
 
     ``frame`` is a predictions frame (`predictions.csv` columns). Returns what ``metrics.json`` holds.
+    Raises `ConfigError` for ``n_boot`` < 1 or a ``level`` outside (0, 1), and `DataError` when no row has a
+    known label, before anything is written.
     """
-    from pepx.data import confound_report
-
+    check_bootstrap(n_boot, level)
+    unknown = frame["y_true"] < 0
+    if unknown.all():
+        raise DataError(f"nothing to score: {len(frame)} predictions, none with a label in {CLASSES}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "predictions.csv", index=False)
     notes = list(notes or [])
-    unknown = frame["y_true"] < 0
     if unknown.any():
         notes.append(f"{int(unknown.sum())} images with a label outside {CLASSES} are predicted (see "
                      "predictions.csv) but not scored.")
@@ -86,53 +92,3 @@ def evaluation_markdown(summary: dict, level: float = LEVEL, heading: str = "#")
     for col, groups in summary["breakdowns"].items():
         lines += [f"{heading}# By {col}", "", breakdown_markdown(groups, BREAKDOWN_METRICS), ""]
     return "\n".join(lines)
-
-
-def _frame_for(run_dir: Path, data: str | None, split: str | None) -> tuple[pd.DataFrame, str]:
-    """The manifest rows to evaluate and a sentence saying which they are."""
-    from pepx.data import load_source, load_split
-
-    if split is not None:
-        frame = load_split(split)
-        if "split" in frame.columns and (frame["split"] == "test").any():
-            return frame[frame["split"] == "test"].reset_index(drop=True), f"test rows of split {split}"
-        return frame, f"all rows of split {split}"
-    if data is not None:
-        return load_source(data).manifest, f"every image of {data}"
-    frame = load_split(run_dir / "split.csv")
-    return frame[frame["split"] == "test"].reset_index(drop=True), "the run's own test split"
-
-
-def _leak_note(run_dir: Path, frame: pd.DataFrame) -> list[str]:
-    """Patients or images the run trained on that are also in the evaluated rows (pepx.data.leak_check)."""
-    from pepx.data import leak_check, load_split
-
-    split_file = run_dir / "split.csv"
-    if not split_file.exists():
-        return []
-    trained = load_split(split_file)
-    trained = trained[trained["split"] != "test"]
-    evaluated = frame.drop(columns=["split"], errors="ignore").assign(split="test")
-    report = leak_check(pd.concat([trained, evaluated], ignore_index=True))
-    return [] if report.ok else ["LEAK: the evaluated images overlap the run's training data.\n\n"
-                                 + report.to_markdown()]
-
-
-def evaluate_run(run_dir: str | Path, data: str | None = None, split: str | None = None,
-                 out: str | Path | None = None, n_boot: int = N_BOOT, seed: int = 0) -> Path:
-    """Predict with a trained run, write its evaluation into ``out`` (default ``RUN/eval``), return ``out``.
-
-    Rows: ``split`` given -> its test rows (all rows if it has none); else ``data`` given -> every image of
-    that source (an external test); else the run's own test split.
-    """
-    from pepx.training import load_run, predict
-
-    run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / "eval"
-    model, config = load_run(run_dir)
-    frame, what = _frame_for(run_dir, data, split)
-    preds = predict(model, frame, config)
-    notes = [f"Run `{run_dir}` ({config.model}, {config.loss} loss) on {what}."] + _leak_note(run_dir, frame)
-    evaluate_predictions(preds, out, title=f"Evaluation of {run_dir.name}", n_boot=n_boot, seed=seed,
-                         notes=notes)
-    return out

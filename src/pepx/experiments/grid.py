@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pepx.errors import ConfigError
 from pepx.experiments.profiles import Profile
+from pepx.training.layout import RunLayout
 
 SPLIT_FILE, GRID_FILE, TIMINGS_FILE, RUNS_DIR = "split.csv", "grid.json", "timings.json", "runs"
 
@@ -50,8 +52,9 @@ def run_dir(out: str | Path, run: GridRun) -> Path:
 
 def is_complete(path: Path, epochs: int) -> bool:
     """True when the run folder has its final predictions and one metrics row per epoch."""
-    metrics = path / "metrics.csv"
-    if not (path / "predictions.csv").exists() or not metrics.exists():
+    layout = RunLayout(path)
+    metrics = layout.metrics
+    if not layout.predictions.exists() or not metrics.exists():
         return False
     frame = pd.read_csv(metrics)
     return len(frame) > 0 and int(frame["epoch"].max()) >= epochs
@@ -70,7 +73,7 @@ def prepare(profile: Profile, out: str | Path) -> Path:
         saved = json.loads(grid_file.read_text())
         if saved != json.loads(json.dumps(settings)):
             changed = sorted(k for k in settings if saved.get(k) != json.loads(json.dumps(settings[k])))
-            raise ValueError(f"{out} holds a reproduce with other settings ({', '.join(changed)}): "
+            raise ConfigError(f"{out} holds a reproduce with other settings ({', '.join(changed)}): "
                              "use another --out, or the same settings to continue it")
     else:
         grid_file.write_text(json.dumps(settings, indent=1))
@@ -101,7 +104,7 @@ def run_grid(profile: Profile, out: str | Path, seeds: Sequence[int],
         if is_complete(path, profile.epochs):
             log(f"[{i}/{len(runs)}] {run.name}: complete, skipped")
             continue
-        resume = (path / "metrics.csv").exists() or (path / "checkpoints" / "last.ckpt").exists()
+        resume = RunLayout(path).holds_run()
         log(f"[{i}/{len(runs)}] {run.name}: {'resuming' if resume else 'training'} ...")
         values = profile.train_config(run.model, run.loss, run.seed, str(split.resolve()))
         config = TrainConfig.from_dict(values)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from pepx.errors import ConfigError
+
 MODELS: tuple[str, ...] = ("pepx_resnet", "resnet18", "covidnet")
 LOSSES: tuple[str, ...] = ("ce", "focal")
 REAL_DATA = "csv:../shared/data/cxr-real/metadata.csv"
@@ -83,5 +85,5 @@ PROFILES: dict[str, Profile] = {
 def get_profile(name: str, **overrides: Any) -> Profile:
     """The profile ``name`` with the non-None ``overrides`` (e.g. ``epochs=2``) applied."""
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     return PROFILES[name].with_overrides(**overrides)

@@ -25,6 +25,7 @@ from pepx.experiments.paper import paper_value
 from pepx.experiments.profiles import Profile, get_profile
 from pepx.experiments.tables import LOSS_NAMES, cell_summary, write_tables
 from pepx.markdown import markdown_table
+from pepx.training.layout import RunLayout
 
 HEADLINE = ("pepx_resnet", "focal")
 Cell = tuple[str, str]
@@ -52,8 +53,9 @@ def collect(folders: dict[GridRun, Path]) -> tuple[Frames, Frames]:
     preds: Frames = {}
     metrics: Frames = {}
     for run, path in folders.items():
-        preds.setdefault((run.model, run.loss), []).append(pd.read_csv(path / "predictions.csv"))
-        metrics.setdefault((run.model, run.loss), []).append(pd.read_csv(path / "metrics.csv"))
+        layout = RunLayout(path)
+        preds.setdefault((run.model, run.loss), []).append(pd.read_csv(layout.predictions))
+        metrics.setdefault((run.model, run.loss), []).append(pd.read_csv(layout.metrics))
     return preds, metrics
 
 

@@ -1,8 +1,12 @@
-"""Callbacks writing the run folder: `metrics.csv` rows, per-epoch safetensors weights, throughput."""
+"""Callbacks writing the run folder: `metrics.csv` rows and per-epoch weights (`RunWriter`), the training
+state after every epoch (`EpochCheckpoint`), and throughput (`BatchTimer`). File names come from `RunLayout`.
+"""
 
 from __future__ import annotations
 
 import csv
+import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -10,11 +14,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from safetensors.torch import save_model
 
 from pepx.models import residual_scalars
+from pepx.training.layout import RunLayout, atomic_path
 
-METRICS_FILE = "metrics.csv"
+log = logging.getLogger("pepx.training")
 #: Columns of metrics.csv whose values are wall-clock timings (differ between otherwise identical runs).
 TIMING_COLUMNS = ("epoch_seconds", "images_per_second")
 
@@ -28,34 +34,51 @@ def truncate_metrics(path: Path, last_epoch: int) -> None:
     if not rows:
         return
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_epoch]
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         csv.writer(f).writerows(kept)
-    os.replace(tmp, path)
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """``epoch 2/3  train_loss 0.9712  train_acc 0.528  test_acc 0.467  (1.4 s)``."""
+    parts = [f"epoch {row['epoch']}/{epochs}"]
+    for key in ("train_loss", "train_acc", "val_acc", "test_acc"):
+        value = row.get(key)
+        if isinstance(value, float) and not math.isnan(value):
+            parts.append(f"{key} {value:.4f}")
+    return "  ".join(parts) + f"  ({row['epoch_seconds']:.1f} s)"
 
 
 class RunWriter(L.Callback):
-    """At the end of every training epoch (after evaluation, before the checkpoint) append one metrics row and
-    save `weights/epoch_NNN.safetensors`; at the end of training save `model.safetensors`. Rank 0 writes.
+    """At the end of every training epoch (after evaluation, before the checkpoint) append one metrics row,
+    save `weights/epoch_NNN.safetensors` (atomically) and log one line to the ``pepx.training`` logger.
+    Rank 0 writes. The final `model.safetensors` is written by `fit`, last of all.
 
     `epoch` is 1-based (the number of epochs trained). `epoch_seconds` is the whole epoch's wall time,
     evaluation included; `images_per_second` is training images (all processes) per second of training.
+
+    Args:
+        run_dir: the run folder (a path or a `RunLayout`).
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: str | Path | RunLayout) -> None:
+        self.layout = run_dir if isinstance(run_dir, RunLayout) else RunLayout(run_dir)
         self.last_row: dict[str, Any] = {}
+        #: Epochs (1-based) this process trained, in order: a resumed run lists only the remaining ones.
+        self.trained_epochs: list[int] = []
         self._start = self._train_end = 0.0
         self._images = 0
 
     @property
     def metrics_path(self) -> Path:
-        return self.run_dir / METRICS_FILE
+        return self.layout.metrics
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             truncate_metrics(self.metrics_path, trainer.current_epoch)
-            (self.run_dir / "weights").mkdir(parents=True, exist_ok=True)
+            self.layout.weights_dir.mkdir(parents=True, exist_ok=True)
+            if trainer.current_epoch:
+                log.info("resuming %s after epoch %d of %d", self.layout.root, trainer.current_epoch,
+                         trainer.max_epochs)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = self._train_end = time.perf_counter()
@@ -78,14 +101,12 @@ class RunWriter(L.Callback):
                "images_per_second": self._images / train_seconds if train_seconds > 0 else float("nan"),
                **summary, **residual_scalars(pl_module.model)}
         self.last_row = row
+        self.trained_epochs.append(row["epoch"])
         if trainer.is_global_zero:
             self._append(row)
-            name = f"epoch_{row['epoch']:03d}.safetensors"
-            save_model(pl_module.model, str(self.run_dir / "weights" / name))
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            save_model(pl_module.model, str(self.run_dir / "model.safetensors"))
+            with atomic_path(self.layout.epoch_weights(row["epoch"])) as tmp:
+                save_model(pl_module.model, str(tmp))
+            log.info(_epoch_line(row, trainer.max_epochs or 0))
 
     def _append(self, row: dict[str, Any]) -> None:
         new = not self.metrics_path.exists() or self.metrics_path.stat().st_size == 0
@@ -96,6 +117,31 @@ class RunWriter(L.Callback):
             writer.writerow(row)
             f.flush()
             os.fsync(f.fileno())
+
+
+class EpochCheckpoint(Checkpoint):
+    """Write ``checkpoints/last.ckpt`` (the whole Lightning training state) at the end of every training
+    epoch, atomically: a temporary file renamed into place, so a kill during the write keeps the previous one.
+
+    Lightning's `ModelCheckpoint(save_top_k=0, save_last=True)` writes ``last`` only after a top-k save, i.e.
+    only when training ends, so a killed run had nothing to resume from. Being a `Checkpoint`, this callback
+    runs after every other callback's ``on_train_epoch_end`` (the metrics row and the weights come first).
+
+    Args:
+        run_dir: the run folder (a path or a `RunLayout`).
+    """
+
+    def __init__(self, run_dir: str | Path | RunLayout) -> None:
+        self.layout = run_dir if isinstance(run_dir, RunLayout) else RunLayout(run_dir)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = self.layout.checkpoint
+        tmp = path.with_name(f".{path.name}.tmp")
+        trainer.save_checkpoint(tmp)  # collective under DDP; rank 0 writes
+        if trainer.is_global_zero:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
 
 
 class BatchTimer(L.Callback):

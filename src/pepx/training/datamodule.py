@@ -9,14 +9,13 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from pepx.data import CXRDataset
 from pepx.training.config import TrainConfig
 from pepx.training.sampler import EpochDataset, EpochSampler, ShardSampler
 
 
-def make_dataset(frame: pd.DataFrame, config: TrainConfig, augment: bool = False) -> Any:
+def make_dataset(frame: pd.DataFrame, config: TrainConfig, augment: bool = False) -> CXRDataset:
     """The `pepx.data.CXRDataset` for `frame` at the config's size and cache."""
-    from pepx.data import CXRDataset
-
     return CXRDataset(frame.reset_index(drop=True), image_size=config.image_size, augment=augment,
                       seed=config.seed, cache_dir=config.cache_dir)
 

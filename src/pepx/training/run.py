@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,19 +16,26 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.fabric.utilities.rank_zero import _get_rank
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-from safetensors.torch import load_model
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.utils.data import DataLoader
 
 from pepx import CLASSES
-from pepx.training.callbacks import RunWriter
+from pepx.data import DataError, balanced_split, load_source, load_split, save_split
+from pepx.errors import RunError
+from pepx.losses import create_loss
+from pepx.models import create_model
+from pepx.training.callbacks import EpochCheckpoint, RunWriter
 from pepx.training.config import TrainConfig
 from pepx.training.datamodule import CXRDataModule, loader_kwargs, make_dataset
+from pepx.training.layout import RunLayout, atomic_path
 from pepx.training.module import TrainModule
+from pepx.training.preflight import check_config
+from pepx.training.signals import GracefulStop
 
-CONFIG_FILE, SPLIT_FILE, PREDICTIONS_FILE = "config.yaml", "split.csv", "predictions.csv"
-LAST_CKPT = Path("checkpoints") / "last.ckpt"
 #: Set by rank 0 before DDP launches workers, which re-run the same command line and need the same folder.
 RUN_DIR_ENV = "PEPX_RUN_DIR"
 PREDICTION_COLUMNS = ["path", "label", "patient_id", "source", "age_group", "split", "y_true", "y_pred",
@@ -48,28 +57,40 @@ def _rank() -> int:
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    from pepx.models import create_model
-
     return create_model(config.model, num_classes=len(CLASSES), in_chans=config.in_chans,
                         **config.model_kwargs)
 
 
-def _prepare_split(config: TrainConfig, run_dir: Path, resume: bool) -> pd.DataFrame:
-    """The run's split: its `split.csv` when resuming (or in a DDP worker), else made and saved by rank 0."""
-    from pepx.data import balanced_split, load_source, load_split, save_split
-
-    path = run_dir / SPLIT_FILE
-    if path.exists() and (resume or _rank() != 0):
-        return load_split(path)
+def _draw_split(config: TrainConfig, layout: RunLayout, resume: bool) -> pd.DataFrame:
+    """The run's split, in memory: its `split.csv` when resuming (or in a DDP worker), else `config.split`,
+    else drawn with `balanced_split`. Raises `DataError` for unusable data, before anything is written."""
+    if layout.split.exists() and (resume or _rank() != 0):
+        return load_split(layout.split)
     if config.split:
         split = load_split(config.split)
     else:
-        manifest = load_source(config.data).manifest
-        split = balanced_split(manifest, config.n_train, config.n_test, n_val=config.n_val,
-                               seed=config.split_seed)
-    if _rank() == 0:
-        save_split(split, path)
+        split = balanced_split(load_source(config.data).manifest, config.n_train, config.n_test,
+                               n_val=config.n_val, seed=config.split_seed)
+    if not (split["split"] == "train").any():
+        raise DataError(f"{config.split or config.data}: the split has no train rows")
     return split
+
+
+def _check_resumable(layout: RunLayout) -> None:
+    """Raise `RunError` unless ``layout`` is a run with something left to train and a readable checkpoint."""
+    layout.require()
+    state = layout.state()
+    if state.complete:
+        raise RunError(f"{layout.root} is {state.describe()}: nothing to resume")
+    if layout.checkpoint.exists():
+        try:
+            with zipfile.ZipFile(layout.checkpoint) as z:
+                bad = z.testzip()
+        except (OSError, zipfile.BadZipFile) as err:
+            bad = str(err)
+        if bad:
+            raise RunError(f"{layout.checkpoint}: damaged checkpoint ({bad}); the finished epochs' weights "
+                           f"are in {layout.weights_dir}; train again with another --out")
 
 
 def _precision(config: TrainConfig, accelerator: str) -> str:
@@ -81,15 +102,14 @@ def _precision(config: TrainConfig, accelerator: str) -> str:
     return config.precision
 
 
-def _trainer(config: TrainConfig, run_dir: Path, n_eval: int, callbacks: Sequence[L.Callback]) -> L.Trainer:
+def _trainer(config: TrainConfig, layout: RunLayout, n_eval: int,
+             callbacks: Sequence[L.Callback]) -> L.Trainer:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # Lightning vs torch 2.13, harmless
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     progress = sys.stderr.isatty() if config.progress is None else config.progress
     if not progress:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    ckpt = ModelCheckpoint(dirpath=run_dir / LAST_CKPT.parent, save_last=True, save_top_k=0,
-                           save_on_train_epoch_end=True, enable_version_counter=False)
-    cbs: list[L.Callback] = [RunWriter(run_dir), ckpt, *callbacks]
+    cbs: list[L.Callback] = [RunWriter(layout), EpochCheckpoint(layout), *callbacks]
     if progress:
         cbs.append(TQDMProgressBar(refresh_rate=1))
     return L.Trainer(
@@ -98,68 +118,108 @@ def _trainer(config: TrainConfig, run_dir: Path, n_eval: int, callbacks: Sequenc
         max_epochs=config.epochs, deterministic="warn" if config.deterministic else None,
         benchmark=not config.deterministic,  # cuDNN autotuning only when repeatability is not asked for
         use_distributed_sampler=False, num_sanity_val_steps=0, limit_val_batches=1.0 if n_eval else 0,
-        logger=False, default_root_dir=run_dir, enable_progress_bar=progress, enable_model_summary=False,
+        logger=False, default_root_dir=layout.root, enable_progress_bar=progress, enable_model_summary=False,
         callbacks=cbs, log_every_n_steps=1)
 
 
 def fit(config: TrainConfig, out_dir: str | Path, resume: bool = False,
         callbacks: Sequence[L.Callback] = ()) -> Path:
-    """Train `config` into `out_dir` (see docs/training.md for the folder); `resume=True` continues it from
-    `checkpoints/last.ckpt`. Returns the run folder. Extra Lightning `callbacks` are passed to the Trainer.
+    """Train `config` into `out_dir` (see `RunLayout` for the folder); `resume=True` continues it from
+    `checkpoints/last.ckpt`, training only the epochs left. Returns the run folder. Extra Lightning
+    `callbacks` are passed to the Trainer.
+
+    Nothing is written before the config (`check_config`) and the data (the split) have been checked.
+    SIGTERM / SIGINT stop training after the current batch with `pepx.errors.RunInterrupted`, keeping the
+    last finished epoch's checkpoint. `model.safetensors` is written last: it marks a complete run.
 
     With `strategy=ddp` Lightning re-runs the command line once per extra process: call `fit` from a script
     (e.g. `pepx train`), or use `strategy=ddp_spawn` from Python.
     """
-    run_dir = Path(out_dir).resolve()
+    layout = RunLayout(Path(out_dir).resolve())
+    run_dir = layout.root
+    check_config(config)
+    if resume:
+        _check_resumable(layout)
+    elif _rank() == 0 and layout.holds_run():
+        raise RunError(f"{run_dir} already holds a run ({layout.state().describe()}): continue it with "
+                       f"`pepx train --resume {run_dir}`, or choose another --out")
+    split = _draw_split(config, layout, resume)
     if _rank() == 0:
-        if not resume and ((run_dir / "metrics.csv").exists() or (run_dir / LAST_CKPT).exists()):
-            raise FileExistsError(f"{run_dir} already holds a run: resume it or use another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / CONFIG_FILE)
+        _start_folder(config, layout, split)
     saved_threads = torch.get_num_threads()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    split = _prepare_split(config, run_dir, resume)
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    data = CXRDataModule(config, split)
-    from pepx.losses import create_loss
-
-    module = TrainModule(build_model(config), create_loss(config.loss, **config.loss_kwargs), config,
-                         data.eval_names)
-    trainer = _trainer(config, run_dir, len(data.eval_names), callbacks)
-    ckpt = run_dir / LAST_CKPT
     saved_env, saved_det = os.environ.get(RUN_DIR_ENV), torch.are_deterministic_algorithms_enabled()
-    os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt if resume and ckpt.exists() else None)
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        with GracefulStop(run_dir) as stop:
+            L.seed_everything(config.seed, workers=True, verbose=False)
+            data = CXRDataModule(config, split)
+            module = TrainModule(build_model(config), create_loss(config.loss, **config.loss_kwargs), config,
+                                 data.eval_names)
+            trainer = _trainer(config, layout, len(data.eval_names), [*callbacks, stop])
+            ckpt = layout.checkpoint if resume and layout.checkpoint.exists() else None
+            os.environ[RUN_DIR_ENV] = str(run_dir)
+            try:
+                trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+            except SIGTERMException:  # Lightning's own stop (a bare SystemExit): make it an honest one
+                raise stop.interrupted(signal.SIGTERM) from None
+            stop.settle()
+            if _rank() == 0:
+                root = trainer.strategy.root_device
+                _finish(module.model, config, layout, split, device=root if root.type != "cpu" else None)
     finally:  # leave the calling process as it was
         torch.use_deterministic_algorithms(saved_det)
+        torch.set_num_threads(saved_threads)
         if saved_env is None:
             os.environ.pop(RUN_DIR_ENV, None)
         else:
             os.environ[RUN_DIR_ENV] = saved_env
-    if _rank() == 0 and "test" in set(split["split"]):
-        model = build_model(config)
-        load_model(model, str(run_dir / "model.safetensors"))
-        device = trainer.strategy.root_device if trainer.strategy.root_device.type != "cpu" else None
-        predictions = predict(model, split[split["split"] == "test"], config, device=device)
-        predictions.to_csv(run_dir / PREDICTIONS_FILE, index=False)
-    torch.set_num_threads(saved_threads)
     return run_dir
 
 
-def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
-    """The trained model (from `model.safetensors`, else the newest `weights/epoch_*`) and its config."""
-    run_dir = Path(run_dir)
-    config = TrainConfig.from_file(run_dir / CONFIG_FILE)
-    weights = run_dir / "model.safetensors"
-    if not weights.exists():
-        epochs = sorted((run_dir / "weights").glob("epoch_*.safetensors"))
-        if not epochs:
-            raise FileNotFoundError(f"{run_dir}: no model.safetensors and no weights/epoch_*.safetensors")
-        weights = epochs[-1]
-    model = build_model(config)
-    load_model(model, str(weights))
+def _start_folder(config: TrainConfig, layout: RunLayout, split: pd.DataFrame) -> None:
+    """Create the run folder with its `config.yaml` and (when new) `split.csv`."""
+    try:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        with atomic_path(layout.config) as tmp:
+            config.save(tmp)
+        if not layout.split.exists():
+            with atomic_path(layout.split) as tmp:
+                save_split(split, tmp)
+    except OSError as err:
+        raise RunError(f"{layout.root}: cannot write the run folder ({err.strerror or err})") from None
+
+
+def _finish(model: nn.Module, config: TrainConfig, layout: RunLayout, split: pd.DataFrame,
+            device: torch.device | None) -> None:
+    """Test-split predictions, then `model.safetensors` (last: its presence marks the run complete)."""
+    test = split[split["split"] == "test"]
+    if len(test):
+        predictions = predict(model, test, config, device=device)
+        with atomic_path(layout.predictions) as tmp:
+            predictions.to_csv(tmp, index=False)
+    with atomic_path(layout.final_weights) as tmp:
+        save_model(model, str(tmp))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a safetensors file into ``model`` strictly; `RunError` names the file when it is damaged or holds
+    another model's weights."""
+    try:
+        load_model(model, str(path))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunError(f"{path}: cannot load the weights ({reason})") from None
+    return model
+
+
+def load_run(run_dir: str | Path, epoch: int | None = None) -> tuple[nn.Module, TrainConfig]:
+    """The trained model in eval mode and its config: `model.safetensors` of a complete run, else the newest
+    `weights/epoch_NNN` (see `RunLayout.resolve_weights`); ``epoch`` picks one epoch's weights."""
+    layout = RunLayout(run_dir).require()
+    config = TrainConfig.from_file(layout.config)
+    weights, _ = layout.resolve_weights(epoch)
+    model = load_weights(build_model(config), weights)
     return model.eval(), config
 
 
