@@ -40,23 +40,39 @@ class LeakReport:
 
     @property
     def ok(self) -> bool:
-        """True when no patient and no identical image is in two splits."""
+        """True when no patient and no identical image (where checked) is in two splits."""
         return not any(self.patient_overlap.values()) and not any(self.pixel_duplicates.values())
+
+    @property
+    def pixels_checked(self) -> bool:
+        """Whether identical images were looked for (a ``pixel_sha1`` column, or decoded pixels)."""
+        return self.hash_column is not None
 
     def n_patient_overlap(self) -> int:
         """Number of patients found in two splits (over all split pairs)."""
         return sum(len(v) for v in self.patient_overlap.values())
 
     def n_pixel_duplicates(self) -> int:
-        """Number of identical-pixel image pairs across splits."""
+        """Number of identical-pixel image pairs across splits (0 also when not checked: see
+        `pixels_checked`)."""
         return sum(len(v) for v in self.pixel_duplicates.values())
+
+    def verdict(self) -> str:
+        """``LEAK``, ``OK``, or ``OK for patients; identical images not checked``."""
+        if not self.ok:
+            return "LEAK"
+        return "OK" if self.pixels_checked else "OK for patients; identical images not checked"
 
     def to_markdown(self) -> str:
         """Short markdown section."""
         lines = ["### Leak check", ""]
-        how = f"`{self.hash_column}`" if self.hash_column else "not checked (no hash column, decode off)"
         lines.append(f"- patients in two splits: **{self.n_patient_overlap()}**")
-        lines.append(f"- identical-pixel images in two splits: **{self.n_pixel_duplicates()}** (by {how})")
+        if self.pixels_checked:
+            lines.append(f"- identical-pixel images in two splits: **{self.n_pixel_duplicates()}** "
+                         f"(by `{self.hash_column}`)")
+        else:
+            lines.append("- identical-pixel images in two splits: **not checked** (no `pixel_sha1` column; "
+                         "`leak_check(frame, decode=True)` hashes the decoded pixels)")
         for pair, pids in self.patient_overlap.items():
             if pids:
                 lines.append(
@@ -67,7 +83,7 @@ class LeakReport:
                 lines.append(f"  - {pair}: `{a}` == `{b}`")
         if self.unreadable:
             lines.append(f"- {len(self.unreadable)} images could not be decoded for hashing")
-        lines.append(f"- verdict: {'OK' if self.ok else 'LEAK'}")
+        lines.append(f"- verdict: {self.verdict()}")
         return "\n".join(lines)
 
 

@@ -32,12 +32,19 @@ class Inspection:
     def to_text(self) -> str:
         """Human-readable report."""
         m = self.result.manifest
+        undecodable = len(self.decode_failures)
+        ok = self.decoded - undecodable
+        decoded = f" ({ok} decodable, {undecodable} undecodable)" if self.decoded else ""
         lines = [
             f"source: {self.result.spec}",
-            f"images: {len(m)}   patients: {m['patient_id'].nunique()}",
+            f"images: {len(m)}{decoded}   patients: {m['patient_id'].nunique()}",
             "",
         ]
-        lines.append(_counts(m))
+        if m.empty:
+            lines.append(f"No usable images: all {len(self.result.problems)} rows or files were left out "
+                         "(reasons below)." if self.result.problems else "No images found.")
+        else:
+            lines.append(_counts(m))
         if "patient_id_kind" in m.columns:
             pseudo = m["patient_id_kind"].astype(str).eq("per_image_pseudo")
             if pseudo.any():
@@ -45,7 +52,8 @@ class Inspection:
                     f"\n{int(pseudo.sum())} images have per-image pseudo patient ids (train-only in splits)"
                 )
         if self.decoded:
-            lines.append(f"\ndecoded {self.decoded} images: {len(self.decode_failures)} failed")
+            lines.append(f"\ndecode check of {self.decoded} images: {ok} decodable, "
+                         f"{undecodable} undecodable (listed below; they would fail training)")
         if self.problems:
             lines.append(f"\nproblems ({len(self.problems)}):")
             kinds = pd.Series([p.reason.split(":")[0] for p in self.problems]).value_counts()

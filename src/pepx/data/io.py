@@ -6,7 +6,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from PIL import Image, UnidentifiedImageError
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from pepx.data.errors import ImageReadError
 
@@ -101,10 +104,6 @@ def _minmax(a: np.ndarray) -> np.ndarray:
 
 
 def _read_dicom(p: Path, max_pixels: int) -> np.ndarray:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
     try:
         ds = pydicom.dcmread(p)
     except InvalidDicomError as e:

@@ -149,9 +149,16 @@ def save_split(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def load_split(path: str | Path) -> pd.DataFrame:
-    """Read a split CSV written by `save_split` (ids stay strings)."""
-    df = pd.read_csv(path, dtype={"patient_id": str, "label": str, "split": str, "path": str})
+    """Read a split CSV written by `save_split` (ids stay strings); `SplitError` names the file when it is
+    missing, unreadable or lacks a split's columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise SplitError(f"{path}: no such split file" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        df = pd.read_csv(path, dtype={"patient_id": str, "label": str, "split": str, "path": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise SplitError(f"{path}: not a readable split CSV ({str(err).strip().splitlines()[0]})") from None
     missing = {"path", "label", "patient_id", "split"} - set(df.columns)
     if missing:
-        raise ValueError(f"{path}: not a split file (missing {sorted(missing)})")
+        raise SplitError(f"{path}: not a split file (missing {sorted(missing)})")
     return df
