@@ -3,23 +3,65 @@
 Each handler only parses, calls the library and prints; the work lives in the packages
 (`pepx.models`, `pepx.data`, `pepx.training`, `pepx.evaluation`, `pepx.experiments`).
 Imports are lazy so that `pepx --help` is instant.
+
+Contract: a result or progress goes to stdout (pepx's log lines included); every error a user can cause
+(a `pepx.errors.PepxError`, or a bad command-line argument) is ONE line on stderr naming the thing and the
+reason, with exit status 2; `pepx train` stopped by SIGTERM / SIGINT exits 143 / 130 after one such line. Any
+other exception is a bug and keeps its traceback. `PEPX_DEBUG=1` shows the traceback of a user error too.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import NoReturn
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error contract: one line on stderr, exit status 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+POSITIVE, NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
 
 
 # --------------------------------------------------------------------------- models
 def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="table of each model's parameters and GFLOPs")
-    p.add_argument("--size", type=int, nargs="+", default=[224], help="input sizes (pixels)")
-    p.add_argument("--in-chans", type=int, default=1)
-    p.add_argument("--num-classes", type=int, default=3)
-    p.add_argument("--width", type=float, default=1.0, help="channel multiplier of every model")
+    p.add_argument("--size", type=POSITIVE, nargs="+", default=[224], help="input sizes (pixels)")
+    p.add_argument("--in-chans", type=POSITIVE, default=1)
+    p.add_argument("--num-classes", type=POSITIVE, default=3)
+    p.add_argument("--width", type=_positive_float, default=1.0, help="channel multiplier of every model")
     p.set_defaults(func=_cmd_models)
 
 
@@ -46,10 +88,10 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
 
     ps = dsub.add_parser("split", help="balanced, patient-disjoint train/val/test split")
     ps.add_argument("source")
-    ps.add_argument("--n-train", type=int, default=1000)
-    ps.add_argument("--n-test", type=int, default=100)
-    ps.add_argument("--n-val", type=int, default=0)
-    ps.add_argument("--seed", type=int, default=0)
+    ps.add_argument("--n-train", type=POSITIVE, default=1000)
+    ps.add_argument("--n-test", type=NON_NEGATIVE, default=100)
+    ps.add_argument("--n-val", type=NON_NEGATIVE, default=0)
+    ps.add_argument("--seed", type=NON_NEGATIVE, default=0)
     ps.add_argument("--out", default="split.csv")
     ps.add_argument("--stratify-source", action="store_true", help="share each split's quota across sources")
     ps.set_defaults(func=_cmd_data_split)
@@ -64,8 +106,13 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_split(args: argparse.Namespace) -> int:
-    from pepx.data import balanced_split, confound_report, leak_check, load_source, save_split
+    from pathlib import Path
 
+    from pepx.data import balanced_split, confound_report, leak_check, load_source, save_split
+    from pepx.errors import ConfigError
+
+    if Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: is a folder; name the split CSV (e.g. {args.out}/split.csv)")
     result = load_source(args.source)
     if result.problems:
         print(f"{result.summary()} (`pepx data inspect` lists them)")
@@ -88,19 +135,16 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pepx.errors import ConfigError
+    from pepx.training import RunLayout, TrainConfig, default_run_dir, fit
 
-    from pepx.training import TrainConfig, default_run_dir, fit
-
-    run = Path(args.resume) if args.resume else None
-    if run is not None and not (run / "config.yaml").exists():
-        raise SystemExit(f"pepx train --resume: {run} has no config.yaml (not a run folder)")
-    try:
-        base = run / "config.yaml" if run is not None else args.config
-        config = (TrainConfig.from_file(base) if base else TrainConfig()).with_overrides(args.overrides)
-    except ValueError as err:
-        raise SystemExit(f"pepx train: {err}") from None
-    out = fit(config, run if run is not None else args.out or default_run_dir(config), resume=run is not None)
+    if args.resume and (args.config or args.out):
+        raise ConfigError("--resume RUN continues RUN with its own config.yaml: drop --config and --out")
+    layout = RunLayout(args.resume).require() if args.resume else None
+    base = layout.config if layout is not None else args.config
+    config = (TrainConfig.from_file(base) if base else TrainConfig()).with_overrides(args.overrides)
+    folder = layout.root if layout is not None else args.out or default_run_dir(config)
+    out = fit(config, folder, resume=layout is not None)
     print(f"run folder: {out}")
     return 0
 
@@ -112,14 +156,19 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="data SOURCE (default: the run's own)")
     p.add_argument("--split", help="split CSV (default: the run's own)")
     p.add_argument("--out", help="report folder (default: RUN/eval)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of patients (default: 2000)")
+    p.add_argument("--n-boot", type=POSITIVE, default=2000,
+                   help="bootstrap resamples of patients (default: 2000)")
+    p.add_argument("--weights", type=POSITIVE, metavar="N",
+                   help="score weights/epoch_N (default: the final weights, or the newest epoch's of an "
+                        "incomplete run)")
     p.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pepx.evaluation import evaluate_run
+    from pepx.training import evaluate_run
 
-    out = evaluate_run(args.run, data=args.data, split=args.split, out=args.out, n_boot=args.n_boot)
+    out = evaluate_run(args.run, data=args.data, split=args.split, out=args.out, n_boot=args.n_boot,
+                       epoch=args.weights)
     print(f"report: {out / 'report.md'}")
     return 0
 
@@ -131,12 +180,13 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None,
                    help="data SOURCE (default: the profile's; synthetic for smoke, cxr-real for cpu/paper)")
     p.add_argument("--profile", choices=["smoke", "cpu", "paper"], default="smoke")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the profile's)")
+    p.add_argument("--seeds", type=POSITIVE, default=None, help="number of seeds (default: the profile's)")
     p.add_argument("--out", default="runs/reproduce")
-    p.add_argument("--n-train", type=int, default=None,
+    p.add_argument("--n-train", type=POSITIVE, default=None,
                    help="training images per class (default: the profile's)")
-    p.add_argument("--n-test", type=int, default=None, help="test images per class (default: the profile's)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the profile's)")
+    p.add_argument("--n-test", type=POSITIVE, default=None,
+                   help="test images per class (default: the profile's)")
+    p.add_argument("--epochs", type=POSITIVE, default=None, help="epochs (default: the profile's)")
     p.add_argument("--models", nargs="+", default=None, help="subset of pepx_resnet resnet18 covidnet")
     p.add_argument("--losses", nargs="+", default=None, help="subset of ce focal")
     p.set_defaults(func=_cmd_reproduce)
@@ -152,7 +202,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pepx", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="pepx", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
                 _add_reproduce_parser):
@@ -160,10 +210,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Errors that describe bad input (a missing file, an unusable data set, a wrong value): printed as one line.
-#: Set PEPX_DEBUG=1 to see the traceback instead.
-USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, FileExistsError, NotADirectoryError,
-                                                 ValueError)
+@contextmanager
+def _log_to_stdout() -> Iterator[None]:
+    """pepx's log lines (per-epoch results, data warnings) go to stdout while a command runs: stderr carries
+    only the one-line error."""
+    logger = logging.getLogger("pepx")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,12 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pepx.errors import PepxError
 
     try:
-        return int(args.func(args) or 0)
-    except (PepxError, *USER_ERRORS) as err:
+        with _log_to_stdout():
+            return int(args.func(args) or 0)
+    except PepxError as err:
         if os.environ.get("PEPX_DEBUG"):
             raise
-        print(f"pepx {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the message holds
+        print(f"pepx {args.command}: error: {message}", file=sys.stderr)
+        return err.exit_status
 
 
 if __name__ == "__main__":
