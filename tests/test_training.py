@@ -1,8 +1,11 @@
-"""Training engine: config loading, an end-to-end tiny run, repeatability, kill + resume, 2-process DDP."""
+"""Training engine: config loading, an end-to-end tiny run, repeatability, kill + resume, SIGTERM/SIGINT,
+2-process DDP."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from pepx import CLASSES
 from pepx.errors import RunError
@@ -127,19 +131,34 @@ def test_same_seed_same_metrics_any_workers(run: Path, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- resume
-def test_sigkill_then_resume_matches_uninterrupted(run: Path, cache: Path, tmp_path: Path) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> bool:
+    """Poll until ``path`` exists (True) or the process ends / the time runs out (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists():
+            return True
+        time.sleep(0.01)
+    return path.exists()
+
+
+def _fingerprint(path: Path) -> tuple[str, int]:
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+def test_sigkill_then_resume_trains_only_the_remaining_epochs(run: Path, cache: Path, tmp_path: Path) -> None:
+    """Killed once epoch 1's checkpoint exists, `--resume` trains epochs k+1..3 only (k = the checkpoint's
+    epoch): the resumed process logs only those, the earlier weights files stay byte-identical and untouched,
+    and metrics and predictions equal an uninterrupted run's."""
     out = tmp_path / "killed"
     proc = _pepx(["--out", str(out), *TINY], cache)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        metrics = out / "metrics.csv"
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:  # header + epoch 1
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
+    assert _wait_for(out / "checkpoints" / "last.ckpt", proc), "no checkpoint before training ended"
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stdout.read()
     assert not (out / "model.safetensors").exists()
+    done = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] + 1
+    assert 1 <= done < 3, f"checkpoint after epoch {done}: killed too late to test a resume"
+    kept = {e: _fingerprint(out / "weights" / f"epoch_{e:03d}.safetensors") for e in range(1, done + 1)}
     # As if killed between writing a row and its checkpoint: resume must drop rows past the checkpoint.
     lines = (out / "metrics.csv").read_text().splitlines()
     last = lines[-1].split(",")
@@ -149,8 +168,41 @@ def test_sigkill_then_resume_matches_uninterrupted(run: Path, cache: Path, tmp_p
     resumed = _pepx(["--resume", str(out)], cache)
     log, _ = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, log
+    trained = [int(m) for m in re.findall(r"^epoch (\d+)/3 ", log, flags=re.MULTILINE)]
+    assert trained == list(range(done + 1, 4)), log
+    assert f"after epoch {done} of 3" in log
+    assert {e: _fingerprint(out / "weights" / f"epoch_{e:03d}.safetensors") for e in kept} == kept
     pd.testing.assert_frame_equal(_numeric(out), _numeric(run), check_exact=True)
     pd.testing.assert_frame_equal(pd.read_csv(out / "predictions.csv"), pd.read_csv(run / "predictions.csv"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_mid_epoch_exits_128_plus_signal_and_keeps_a_resumable_checkpoint(
+        sig: signal.Signals, cache: Path, tmp_path: Path) -> None:
+    """A job scheduler's SIGTERM (Ctrl-C's SIGINT) in epoch 2: exit 143 (130), one stderr line naming the
+    run and the resume command, no final weights, and the epoch-1 checkpoint resumes to a complete run."""
+    out = tmp_path / sig.name
+    env = {**os.environ, "PEPX_CACHE": str(cache)}
+    # batch_size=2: 18 training batches an epoch, so the signal lands inside one
+    argv = [sys.executable, "-m", "pepx.cli", "train", "--out", str(out), *TINY, "batch_size=2"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(out / "checkpoints" / "last.ckpt", proc), "no checkpoint before training ended"
+    time.sleep(0.05)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, (proc.returncode, stdout, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    stopped = re.search(rf"interrupted by {sig.name} in epoch (\d) of 3: ", lines[0])
+    assert stopped and f"pepx train --resume {out}" in lines[0], lines[0]
+    epoch = int(stopped.group(1))  # 2 unless this machine is very busy
+    assert re.findall(r"^epoch (\d+)/3 ", stdout, flags=re.MULTILINE) == [str(e) for e in range(1, epoch)]
+    assert not (out / "weights" / f"epoch_{epoch:03d}.safetensors").exists()
+    assert not (out / "model.safetensors").exists()
+
+    fit(TrainConfig.from_file(out / "config.yaml"), out, resume=True)
+    assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
+    assert (out / "model.safetensors").exists() and (out / "predictions.csv").exists()
 
 
 # ---------------------------------------------------------------------- DDP

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from pepx import CLASSES
 from pepx.data.cache import ImageCache
+from pepx.data.errors import DataError
 from pepx.data.transforms import (
     Augment,
     Preprocess,
@@ -33,6 +34,16 @@ class CXRDataset(Dataset):
     items are then read from one memory-mapped uint8 array. With `augment=True` each item's augmentation is a
     pure function of (seed, epoch, index): call `set_epoch(e)` each epoch, and the run repeats
     exactly with any number of DataLoader workers and after a resume.
+
+    Args:
+        frame: a manifest or split frame (`path`, `label` among its columns); labels must be pepx classes.
+        image_size: side of the square images served, in pixels.
+        augment: apply `augment_config`'s random affine and intensity changes (training).
+        seed: seed of the augmentation draws (with the epoch and the item's index).
+        cache_dir: folder of the decoded-image cache (default ``$PEPX_CACHE/images``).
+        preprocess: a `Preprocess` or a dict of its fields (top crop, square crop, normalisation).
+        augment_config: ranges of the augmentation (default `Augment()`).
+        workers: threads decoding images not yet in the cache.
     """
 
     def __init__(
@@ -49,7 +60,7 @@ class CXRDataset(Dataset):
         self.frame = frame.reset_index(drop=True)
         unknown = sorted(set(self.frame["label"]) - set(CLASSES))
         if unknown:
-            raise ValueError(f"labels {unknown} are not pepx classes {CLASSES}")
+            raise DataError(f"labels {unknown} are not pepx classes {CLASSES}")
         self.image_size = int(image_size)
         self.augment = bool(augment)
         self.seed = int(seed)

@@ -78,9 +78,10 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str | None
     state = layout.state()
     notes = [f"Run `{layout.root}` ({config.model}, {config.loss} loss; {state.describe()}), weights "
              f"`{weights.relative_to(layout.root)}`, on {what}."]
-    if note:
-        log.warning("WARNING: %s", note)
-        notes.append(f"**Warning:** {note}")
+    if note:  # an incomplete run's newest epoch (a warning), or the epoch asked for (a note)
+        kind = "Note" if state.complete or epoch is not None else "Warning"
+        log.warning("%s: %s", kind.upper(), note)
+        notes.append(f"**{kind}:** {note}")
     notes += _leak_note(layout, frame)
     evaluate_predictions(preds, out, title=f"Evaluation of {layout.root.name}", n_boot=n_boot, seed=seed,
                          notes=notes)
