@@ -136,13 +136,15 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from pepx.errors import ConfigError
-    from pepx.training import RunLayout, TrainConfig, default_run_dir, fit
+    from pepx.training import RunLayout, TrainConfig  # no torch: a bad config fails fast
 
     if args.resume and (args.config or args.out):
         raise ConfigError("--resume RUN continues RUN with its own config.yaml: drop --config and --out")
     layout = RunLayout(args.resume).require() if args.resume else None
     base = layout.config if layout is not None else args.config
     config = (TrainConfig.from_file(base) if base else TrainConfig()).with_overrides(args.overrides)
+    from pepx.training import default_run_dir, fit
+
     folder = layout.root if layout is not None else args.out or default_run_dir(config)
     out = fit(config, folder, resume=layout is not None)
     print(f"run folder: {out}")
