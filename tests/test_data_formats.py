@@ -8,26 +8,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from pepx.data import SourceError, leak_check, load_source
 from pepx.data.inspect import inspect_source
 from pepx.data.sources.cohen import map_finding, map_finding_covidnet
 from pepx.data.sources.covidx import parse_version
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("PEPX_CACHE", str(tmp_path / "cache"))
-
-
-def png(path: Path, value: int = 100) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((16, 16), value, np.uint8)).save(path)
-    return path
+from test_data_sources import _cache, png  # noqa: F401  (_cache: the per-test PEPX_CACHE fixture)
 
 
 # --------------------------------------------------------------------------- COVIDx releases (items 3, 7)

@@ -136,20 +136,4 @@ class COVIDNet(nn.Module):
         return self.fc(self.fc2(self.fc1(x)))
 
 
-@register_model
-def covidnet(
-    *,
-    num_classes: int = 3,
-    in_chans: int = 1,
-    width: float = 1.0,
-    variant: Literal["small", "large"] = "small",
-    widths: tuple[int, int, int, int] | None = None,
-    head: Literal["avg", "flatten"] = "avg",
-    img_size: int = 224,
-    depthwise: bool = True,
-    zero_init_last: bool = True,
-) -> COVIDNet:
-    """COVID-Net; every argument as in :class:`COVIDNet`."""
-    return COVIDNet(num_classes=num_classes, in_chans=in_chans, width=width, variant=variant,
-                    widths=tuple(widths) if widths is not None else None, head=head, img_size=img_size,
-                    depthwise=depthwise, zero_init_last=zero_init_last)
+register_model(COVIDNet, name="covidnet")

@@ -154,20 +154,7 @@ class PEPXResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
-@register_model
-def pepx_resnet(
-    *,
-    num_classes: int = 3,
-    in_chans: int = 1,
-    width: float = 1.0,
-    depths: tuple[int, ...] = (1, 1, 1, 1),
-    pepx_input: Literal["stream", "block"] = "stream",
-    pepx_depthwise: bool = False,
-    abc_init: tuple[float, float, float] = (1.0, 1.0, 1.0),
-) -> PEPXResNet:
-    """PEPX-ResNet; every argument as in :class:`PEPXResNet`."""
-    return PEPXResNet(num_classes=num_classes, in_chans=in_chans, width=width, depths=tuple(depths),
-                      pepx_input=pepx_input, pepx_depthwise=pepx_depthwise, abc_init=tuple(abc_init))
+register_model(PEPXResNet, name="pepx_resnet")
 
 
 def residual_scalars(model: nn.Module) -> dict[str, float]:

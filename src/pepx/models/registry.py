@@ -21,16 +21,18 @@ from pepx.errors import ConfigError
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: register a factory ``fn(*, num_classes, in_chans, width, **kwargs)`` under its name."""
-    if fn.__name__ in _REGISTRY:
-        raise ValueError(f"model {fn.__name__!r} registered twice")
-    _REGISTRY[fn.__name__] = fn
+def register_model(fn: Callable[..., nn.Module], name: str | None = None) -> Callable[..., nn.Module]:
+    """Register a factory or a model class, taking ``num_classes``, ``in_chans`` and ``width`` and naming
+    every other argument (no ``**kwargs``), under ``name`` (default: its ``__name__``); also a decorator."""
+    name = name or fn.__name__
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} registered twice")
+    _REGISTRY[name] = fn
     return fn
 
 
 def model_factory(name: str) -> Callable[..., nn.Module]:
-    """The registered factory of ``name`` (its signature lists the model's arguments)."""
+    """The registered factory or class of ``name`` (its signature lists the model's arguments)."""
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose from {list_models()}")
     return _REGISTRY[name]
