@@ -76,12 +76,12 @@ GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible her
 CASES = [
     # -------------------------------------------------------------- train: configuration (item 8)
     ("model-kwarg-unknown", [*TRAIN, "model_kwargs.foo=1"],
-     "model_kwargs.foo: unknown argument; pepx_resnet takes"),
+     "model_kwargs.foo: unknown argument; model pepx_resnet takes width, depths, pepx_input"),
     ("model-kwarg-type", [*TRAIN, "model_kwargs.width=abc"], "model_kwargs.width='abc': expected a number"),
     ("model-kwarg-value", [*TRAIN, "model_kwargs.depths=[1,1]"], "depths must be four integers >= 1"),
     ("model-unknown", [*TRAIN, "model=vgg16"], "model='vgg16': choose one of covidnet, pepx_resnet"),
     ("loss-kwarg-unknown", [*TRAIN, "loss=focal", "loss_kwargs.beta=2"],
-     "loss_kwargs.beta: unknown argument"),
+     "loss_kwargs.beta: unknown argument; loss focal takes gamma, alpha, reduction"),
     ("loss-kwarg-value", [*TRAIN, "loss=focal", "loss_kwargs.gamma=-1"], "gamma must be >= 0"),
     ("loss-unknown", [*TRAIN, "loss=dice"], "loss='dice': choose one of ce, focal"),
     ("in-chans-3", [*TRAIN, "in_chans=3"], "in_chans=3: pepx's datasets yield 1-channel (grey) images"),

@@ -26,10 +26,11 @@ def accepted_kwargs(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
 
 
 def check_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any], where: str,
-                 reserved: tuple[str, ...] = ()) -> None:
+                 reserved: tuple[str, ...] = (), owner: str | None = None) -> None:
     """Raise `ConfigError` when a key of ``kwargs`` is not a parameter of ``fn`` or its value does not fit the
     parameter's type hint. ``where`` prefixes each message (``model_kwargs`` -> ``model_kwargs.width=...``);
-    ``reserved`` names parameters set elsewhere (e.g. ``num_classes``), which ``kwargs`` may not repeat."""
+    ``reserved`` names parameters set elsewhere (e.g. ``num_classes``), which ``kwargs`` may not repeat;
+    ``owner`` names ``fn`` in the message (default: its ``__name__``)."""
     params = accepted_kwargs(fn)
     try:
         hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
@@ -41,7 +42,7 @@ def check_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any], where: str,
             raise ConfigError(f"{where}.{key}: set by pepx itself, not through {where}")
         if key not in params:
             takes = ", ".join(names) or "none"
-            raise ConfigError(f"{where}.{key}: unknown argument; {_name(fn)} takes {takes}")
+            raise ConfigError(f"{where}.{key}: unknown argument; {owner or _name(fn)} takes {takes}")
         hint = hints.get(key)
         if hint is not None and not _fits(value, hint):
             raise ConfigError(f"{where}.{key}={value!r}: expected {_describe(hint)}")

@@ -30,7 +30,7 @@ def _check_model(config: TrainConfig) -> None:
     if config.model not in list_models():
         raise ConfigError(f"model={config.model!r}: choose one of {', '.join(list_models())}")
     check_kwargs(model_factory(config.model), config.model_kwargs, "model_kwargs",
-                 reserved=("num_classes", "in_chans"))
+                 reserved=("num_classes", "in_chans"), owner=f"model {config.model}")
     try:
         model = create_model(config.model, num_classes=len(CLASSES), in_chans=config.in_chans,
                              **config.model_kwargs)
@@ -49,7 +49,7 @@ def _check_model(config: TrainConfig) -> None:
 def _check_loss(config: TrainConfig) -> None:
     if config.loss not in LOSSES:
         raise ConfigError(f"loss={config.loss!r}: choose one of {', '.join(LOSSES)}")
-    check_kwargs(LOSSES[config.loss], config.loss_kwargs, "loss_kwargs")
+    check_kwargs(LOSSES[config.loss], config.loss_kwargs, "loss_kwargs", owner=f"loss {config.loss}")
     try:
         create_loss(config.loss, **config.loss_kwargs)
     except (TypeError, ValueError) as err:
