@@ -244,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the message holds
         print(f"pepx {args.command}: error: {message}", file=sys.stderr)
         return err.exit_status
+    except KeyboardInterrupt:  # Ctrl-C outside training's own handling (e.g. while reading data)
+        print(f"pepx {args.command}: interrupted (SIGINT)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
