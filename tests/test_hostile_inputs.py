@@ -182,6 +182,17 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
         main(["models"])
 
 
+def test_ctrl_c_outside_training_is_one_line_and_exit_130(monkeypatch, capsys):
+    import pepx.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pepx.cli, "_cmd_models", interrupted)
+    assert main(["models"]) == 130
+    assert capsys.readouterr().err == "pepx models: interrupted (SIGINT)\n"
+
+
 def _entry_point() -> list[str]:
     script = Path(sys.executable).with_name("pepx")
     return [str(script)] if script.exists() else [sys.executable, "-m", "pepx.cli"]
