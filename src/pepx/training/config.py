@@ -54,6 +54,9 @@ class TrainConfig:
     lr_step_size: int = 10
     lr_gamma: float = 0.1
     balanced_sampling: bool = False
+    # exponential moving average of the weights (and BN statistics), updated every step; evaluation and the
+    # saved model use the average. None = off; e.g. 0.99 ~ an average over the last ~100 steps.
+    ema_decay: float | None = None
     seed: int = 0
     deterministic: bool = True
     # hardware
@@ -64,7 +67,8 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "auto"
-    channels_last: bool = False
+    # NHWC tensors: 25-70 % faster training on CPU for all three networks (benchmarks/models.py)
+    channels_last: bool = True
     progress: bool | None = None
 
     def __post_init__(self) -> None:
@@ -84,6 +88,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or empty, got {self.ema_decay}")
         bad = [s for s in self.eval_splits if s not in ("val", "test")]
         if bad:
             raise ValueError(f"eval_splits: unknown {bad}; use val and/or test")

@@ -14,7 +14,7 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.fabric.utilities.rank_zero import _get_rank
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, TQDMProgressBar
 from safetensors.torch import load_model
 from torch import nn
 from torch.utils.data import DataLoader
@@ -89,7 +89,9 @@ def _trainer(config: TrainConfig, run_dir: Path, n_eval: int, callbacks: Sequenc
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     ckpt = ModelCheckpoint(dirpath=run_dir / LAST_CKPT.parent, save_last=True, save_top_k=0,
                            save_on_train_epoch_end=True, enable_version_counter=False)
-    cbs: list[L.Callback] = [RunWriter(run_dir), ckpt, *callbacks]
+    # EMA first: at the end of training it copies the average into the model before RunWriter saves it
+    ema = [EMAWeightAveraging(decay=config.ema_decay)] if config.ema_decay else []
+    cbs: list[L.Callback] = [*ema, RunWriter(run_dir), ckpt, *callbacks]
     if progress:
         cbs.append(TQDMProgressBar(refresh_rate=1))
     return L.Trainer(
