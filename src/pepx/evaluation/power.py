@@ -1,10 +1,11 @@
 """Power of the exact McNemar test, and the smallest accuracy difference it can detect.
 
-Two classifiers on the same ``n`` images: an image is discordant with probability ``psi`` (one right, the other
-wrong); the accuracy difference is ``delta = P(only A right) - P(only B right)``. Given the number ``m`` of
-discordant images, ``b ~ Binomial(m, (psi + delta) / (2 psi))``, and the exact two-sided test (`stats.mcnemar`)
-rejects where ``2 * F(min(b, m - b); m, 1/2) <= alpha``. The power sums that over ``m ~ Binomial(n, psi)``, so
-it is the rejection rate of fresh data sets of ``n`` images with this discordance - what a simulation gives.
+Two classifiers on the same ``n`` images: an image is discordant with probability ``psi`` (one right, the
+other wrong); the accuracy difference is ``delta = P(only A right) - P(only B right)``. Given the number ``m``
+of discordant images, ``b ~ Binomial(m, (psi + delta) / (2 psi))``, and the exact two-sided test
+(`stats.mcnemar`) rejects where ``2 * F(min(b, m - b); m, 1/2) <= alpha``. The power sums that over ``m ~
+Binomial(n, psi)``, so it is the rejection rate of fresh data sets of ``n`` images with this discordance -
+what a simulation gives.
 
 :func:`detectable_difference` is the smallest ``delta`` with power >= 80 % at the observed discordance
 ``psi = (b + c) / n``: below it a real difference would usually be missed, so "no significant difference"

@@ -9,10 +9,10 @@ probability of the observed ``min(b, c)``). Default: exact. Identical prediction
 Images are treated as independent pairs; where a patient has several test images this overstates the evidence
 a little, so every comparison also carries the accuracy difference with a patient-bootstrap 95 % CI.
 
-Each comparison also gets ``detectable``: the smallest accuracy difference the test had 80 % power to detect at
-its observed discordance (`pepx.evaluation.power`), at the Bonferroni level ``alpha / len(pairs)`` - the level
-Holm's correction asks of the most significant comparison - so a "no significant difference" can be read as
-"no difference of at least ``detectable``, probably", and not as "equal".
+Each comparison also gets ``detectable``: the smallest accuracy difference the test had 80 % power to detect
+at its observed discordance (`pepx.evaluation.power`), at the Bonferroni level ``alpha / len(pairs)`` - the
+level Holm's correction asks of the most significant comparison - so a "no significant difference" can be read
+as "no difference of at least ``detectable``, probably", and not as "equal".
 """
 
 from __future__ import annotations
