@@ -10,12 +10,14 @@ folders). Complete runs are skipped and interrupted ones resumed (`pepx.experime
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pepx.errors import ConfigError
+import pandas as pd
+
+from pepx.errors import ConfigError, RunError
 from pepx.experiments.parallel import Job, run_jobs
 from pepx.experiments.profiles import Profile
 
@@ -64,6 +66,49 @@ def plan(models: Sequence[str], losses: Sequence[str], seeds: Sequence[int],
 
 def run_dir(out: str | Path, run: GridRun) -> Path:
     return Path(out) / RUNS_DIR / run.name
+
+
+def read_predictions(folder: Path) -> pd.DataFrame:
+    """A run's final test predictions (``predictions.csv``)."""
+    return pd.read_csv(folder / "predictions.csv")
+
+
+def read_metrics(folder: Path) -> pd.DataFrame:
+    """A run's per-epoch metrics (``metrics.csv``)."""
+    return pd.read_csv(folder / "metrics.csv")
+
+
+def group(folders: dict[GridRun, Path], key: Callable[[GridRun], Hashable | None]
+          ) -> dict[Hashable, dict[GridRun, Path]]:
+    """Runs grouped by ``key(run)`` (runs whose key is None are left out), in the order given."""
+    out: dict[Hashable, dict[GridRun, Path]] = {}
+    for run, path in folders.items():
+        k = key(run)
+        if k is not None:
+            out.setdefault(k, {})[run] = path
+    return out
+
+
+def pooled_predictions(folders: dict[GridRun, Path]) -> list[pd.DataFrame]:
+    """One frame per seed: the runs' predictions concatenated over folds (with a ``fold`` column).
+
+    Raises `RunError` when an image is predicted twice under one seed (folds that overlap).
+    """
+    by_seed: dict[int, list[pd.DataFrame]] = {}
+    for run, path in sorted(folders.items(), key=lambda item: (item[0].seed, item[0].fold or 0)):
+        by_seed.setdefault(run.seed, []).append(read_predictions(path).assign(fold=run.fold))
+    pooled = [pd.concat(frames, ignore_index=True) for _, frames in sorted(by_seed.items())]
+    for seed, frame in zip(sorted(by_seed), pooled, strict=True):
+        twice = frame["path"][frame["path"].duplicated()]
+        if len(twice):
+            raise RunError(f"seed {seed}: {len(twice)} images are predicted by two folds "
+                           f"(e.g. {twice.iloc[0]}): the runs do not come from one fold assignment")
+    return pooled
+
+
+def fold_frames(folders: dict[GridRun, Path]) -> list[pd.DataFrame]:
+    """The runs' per-epoch metrics, one frame per (seed, fold)."""
+    return [read_metrics(path) for path in folders.values()]
 
 
 def check_settings(out: Path, settings: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from pepx.experiments.comparisons import (
     tests_markdown,
 )
 from pepx.experiments.figures import figure9, figure10, residual_figure
-from pepx.experiments.grid import SPLIT_FILE, TIMINGS_FILE, GridRun, run_grid
+from pepx.experiments.grid import SPLIT_FILE, TIMINGS_FILE, GridRun, read_metrics, read_predictions, run_grid
 from pepx.experiments.paper import paper_value
 from pepx.experiments.profiles import Profile, get_profile
 from pepx.experiments.report_parts import duration, provenance, split_markdown, statistics_notes, versions
@@ -38,8 +38,8 @@ def collect(folders: dict[GridRun, Path]) -> tuple[Frames, Frames]:
     preds: Frames = {}
     metrics: Frames = {}
     for run, path in folders.items():
-        preds.setdefault((run.model, run.loss), []).append(pd.read_csv(path / "predictions.csv"))
-        metrics.setdefault((run.model, run.loss), []).append(pd.read_csv(path / "metrics.csv"))
+        preds.setdefault((run.model, run.loss), []).append(read_predictions(path))
+        metrics.setdefault((run.model, run.loss), []).append(read_metrics(path))
     return preds, metrics
 
 
