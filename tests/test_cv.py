@@ -235,3 +235,28 @@ def test_jobs_2_gives_the_same_predictions_as_jobs_1(tmp_path, monkeypatch):
         two = pd.read_csv(tmp_path / "two" / "runs" / name / "predictions.csv")
         pd.testing.assert_frame_equal(one, two, check_exact=True)
     assert "2 (0, 1) of the folds run" in (tmp_path / "two" / "report.md").read_text()
+
+
+def test_recipe_ranking_from_fake_inner_runs(manifest, tmp_path):
+    from pepx.experiments.recipe import score_recipes
+
+    accuracy = {"base": 0.4, "aug": 0.95}
+    for name, acc in accuracy.items():
+        profile = get_profile(name, data=SYNTH, epochs=3, seeds=1, models=["pepx_resnet"], losses=["focal"],
+                              n_boot=200)
+        out = tmp_path / name
+        folded = prepare_cv(profile, out, 3)
+        for fold in range(3):
+            run = plan(["pepx_resnet"], ["focal"], [0], [fold], inner=True)[0]
+            test = pd.read_csv(split_of(out, folded)(run)).query("split == 'test'")
+            assert set(test["path"]) == set(folded.loc[folded["fold"] == (fold + 1) % 3, "path"])
+            fake_metrics_csv(run_dir(out, run) / "metrics.csv", epochs=3, level=acc)
+            _fake_predictions(test, acc, seed=fold).to_csv(run_dir(out, run) / "predictions.csv", index=False)
+    report = score_recipes(["base", "aug"], tmp_path, k=3, data=SYNTH, epochs=3, n_boot=200,
+                           log=lambda _: None)
+    table = pd.read_csv(tmp_path / "recipes.csv")
+    assert table["candidate"].tolist() == ["aug", "base"]
+    assert table["changes"].tolist() == ["augment=True", "(base)"]
+    assert table.loc[0, "n_images"] == len(manifest)  # every image validated once, over the outer folds
+    assert table.loc[1, "best_minus_diff"] > 0.3 and table.loc[1, "p_holm"] < 0.05
+    assert "inner validation folds" in report.read_text()

@@ -188,12 +188,36 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- recipe
+def _add_recipe_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recipe", help="score candidate training recipes on inner validation folds only")
+    p.add_argument("--candidates", nargs="+", default=None,
+                   help="profiles or candidate recipes (default: every candidate of profiles.RECIPES)")
+    p.add_argument("--cv", type=int, default=5, metavar="K", help="folds (default 5)")
+    p.add_argument("--folds", type=int, nargs="+", default=None, help="outer folds to run (default: all)")
+    p.add_argument("--data", default=None, help="data SOURCE (default: each candidate's)")
+    p.add_argument("--epochs", type=int, default=None, help="override every candidate's epochs (pilots)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (default 1)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--out", default="runs/recipe")
+    p.set_defaults(func=_cmd_recipe)
+
+
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from pepx.experiments.profiles import RECIPES
+    from pepx.experiments.recipe import score_recipes
+
+    score_recipes(args.candidates or list(RECIPES), args.out, k=args.cv, folds=args.folds, data=args.data,
+                  epochs=args.epochs, jobs=args.jobs, n_boot=args.n_boot)
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pepx", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
-                _add_reproduce_parser):
+                _add_reproduce_parser, _add_recipe_parser):
         add(sub)
     return parser
 

@@ -10,7 +10,6 @@ and the report goes to ``inner-val/report.md``; the test folds are never touched
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,11 +23,11 @@ from pepx.experiments.comparisons import HEADLINE
 from pepx.experiments.external import LSO_MODELS, lso_runs, lso_sources, lso_split
 from pepx.experiments.folds import add_pixel_hashes, assign_folds, fold_split
 from pepx.experiments.grid import (
-    TIMINGS_FILE,
     GridRun,
     check_settings,
     plan,
     profile_settings,
+    read_timings,
     train_runs,
 )
 from pepx.experiments.profiles import Profile
@@ -97,7 +96,7 @@ def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool
     folders = train_runs(profile, out, runs, split_of(out, folded), n_jobs=jobs, log=log)
     train_seconds = time.perf_counter() - start
     log("writing the report ...")
-    timings = json.loads((out / TIMINGS_FILE).read_text()) if (out / TIMINGS_FILE).exists() else {}
+    timings = read_timings(out)
     report_dir = out / INNER_DIR if inner_val else out
     path = write_cv_report(profile, report_dir, folded, folders, folds=folds, k=k, pseudo_test=pseudo_test,
                            inner_val=inner_val, ablations=ablations, sources=sources, loss=loss,

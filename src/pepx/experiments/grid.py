@@ -68,6 +68,12 @@ def run_dir(out: str | Path, run: GridRun) -> Path:
     return Path(out) / RUNS_DIR / run.name
 
 
+def read_timings(out: Path) -> dict[str, float]:
+    """Wall seconds of each run of the grid in ``out`` (``timings.json``; empty when nothing trained)."""
+    path = Path(out) / TIMINGS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def read_predictions(folder: Path) -> pd.DataFrame:
     """A run's final test predictions (``predictions.csv``)."""
     return pd.read_csv(folder / "predictions.csv")

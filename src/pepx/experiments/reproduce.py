@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +24,14 @@ from pepx.experiments.comparisons import (
     tests_markdown,
 )
 from pepx.experiments.figures import figure9, figure10, residual_figure
-from pepx.experiments.grid import SPLIT_FILE, TIMINGS_FILE, GridRun, read_metrics, read_predictions, run_grid
+from pepx.experiments.grid import (
+    SPLIT_FILE,
+    GridRun,
+    read_metrics,
+    read_predictions,
+    read_timings,
+    run_grid,
+)
 from pepx.experiments.paper import paper_value
 from pepx.experiments.profiles import Profile, get_profile
 from pepx.experiments.report_parts import duration, provenance, split_markdown, statistics_notes, versions
@@ -76,7 +82,7 @@ def reproduce(data: str | None = None, profile: str | Profile = "smoke", seeds: 
     head = HEADLINE if HEADLINE in preds else next(iter(preds))
     head_eval = evaluate_predictions(mean_predictions(preds[head]), out / "headline", n_boot=prof.n_boot,
                                      title=f"{cell_label(head)} (seed ensemble)")
-    timings = json.loads((out / TIMINGS_FILE).read_text()) if (out / TIMINGS_FILE).exists() else {}
+    timings = read_timings(out)
     total = time.perf_counter() - start
     lines = _report_head(prof, preds, summary, ensemble, head, train_seconds, total)
     lines += shortcut_warning(confounds.warnings)
