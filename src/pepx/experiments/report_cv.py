@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pepx import CLASS_DISPLAY, CLASSES
 from pepx.data import confound_report, leak_check, load_split
 from pepx.evaluation.evaluate import evaluate_predictions
 from pepx.evaluation.metrics import compute_metrics, mean_predictions
@@ -73,7 +74,7 @@ def _tested_rows(folded: pd.DataFrame, folds: Sequence[int]) -> pd.DataFrame:
 
 
 def _setup(prof: Profile, folded: pd.DataFrame, folds: Sequence[int], k: int, pseudo_test: bool,
-           inner_val: bool, n_scored: int) -> str:
+           inner_val: bool, scored_frame: pd.DataFrame) -> str:
     n_pseudo = int((folded["fold"] == TRAIN_ONLY).sum())
     which = "all" if len(folds) == k else f"{len(folds)} ({', '.join(map(str, folds))})"
     if pseudo_test:
@@ -87,10 +88,13 @@ def _setup(prof: Profile, folded: pd.DataFrame, folds: Sequence[int], k: int, ps
         pseudo = "Every row has a real patient id."
     scored = ("inner validation folds: run k trains without folds k and k+1 and is scored on fold k+1; the "
               "test folds are never touched" if inner_val else "out-of-fold test predictions")
+    counts = scored_frame["label"].value_counts()
+    per_class = " / ".join(str(int(counts.get(c, 0))) for c in CLASSES)
     return (f"Data `{prof.data}`: {len(folded)} labelled images in {k} patient-grouped, class-stratified "
-            f"folds; {which} of the folds run. Scored: {n_scored} images by {scored}, each image once by a "
-            f"model that never saw its patient. {pseudo} {prof.image_size} px, width {prof.width}, "
-            f"{prof.epochs} epochs, {prof.seeds} seed(s).")
+            f"folds; {which} of the folds run. Scored: {len(scored_frame)} images ({per_class} "
+            f"{' / '.join(CLASS_DISPLAY)}) by {scored}, each image once by a model that never saw its "
+            f"patient. {pseudo} {prof.image_size} px, width {prof.width}, {prof.epochs} epochs, "
+            f"{prof.seeds} seed(s).")
 
 
 def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dict[GridRun, Path], *,
@@ -119,7 +123,7 @@ def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dic
     head = (HEADLINE[0], loss) if (HEADLINE[0], loss) in preds else next(iter(preds))
     lines = [f"# pepx reproduce --cv {k} — profile `{prof.name}`"
              f"{' (inner validation)' if inner_val else ''}", "",
-             _setup(prof, folded, folds, k, pseudo_test, inner_val, len(preds[head][0])), "",
+             _setup(prof, folded, folds, k, pseudo_test, inner_val, preds[head][0]), "",
              headline(summary, ensemble, head), ""]
     tested = _tested_rows(folded, folds)
     confounds = confound_report(tested)
