@@ -10,6 +10,16 @@ For each model, width and size: parameters, forward GFLOPs per image (``torch.ut
 each row's training rate is given as a fraction of it, so host-speed drift during the run cancels out. The
 closing lines compare every model with ResNet18 (training images/s and FLOPs) at each size and format.
 Runs on CPU with ``--threads`` threads (default 2).
+
+    python benchmarks/models.py --compare                # the decisions below, at the cpu profile's setting
+
+``--compare`` measures in one process, interleaved round by round at ``--threads`` (use 1 on a shared
+machine: the ratios survive load that the absolute numbers do not), PEPX-ResNet and ResNet18 training steps
+in several variants, and prints each decision with the median per-round speed ratio: channels_last vs
+contiguous (kept as `TrainConfig`'s default when it wins for both networks), PEPX-ResNet's fused ``addcmul``
+block sums vs the plain ``A*f1 + B*sx + C*p`` (kept when faster and bit-identical), and whether PEPX-ResNet
+reaches the goal of 0.85x ResNet18's training images/s. (torch.compile was measured too and dropped: two
+minutes to compile PEPX-ResNet on CPU, no faster afterwards.)
 """
 
 from __future__ import annotations
@@ -17,11 +27,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import types
 
 import torch
 from torch import nn
 
 from pepx.models import count_flops, count_params, create_model
+from pepx.models.pepx_resnet import PEPXResNetBlock
+
+GOAL = 0.85  # PEPX-ResNet's training images/s as a fraction of ResNet18's
+KEEP = 1.03  # a change is kept when it makes training at least 3 % faster
 
 
 def _median_seconds(fn, rounds: int) -> float:
@@ -71,16 +86,23 @@ def bench_one(name: str, width: float, size: int, args, channels_last: bool) -> 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["pepx_resnet", "resnet18", "covidnet"])
-    p.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
-    p.add_argument("--width", type=float, nargs="+", default=[1.0])
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--sizes", type=int, nargs="+", default=None, help="default 128 224 (--compare: 112)")
+    p.add_argument("--width", type=float, nargs="+", default=None, help="default 1.0 (--compare: 0.5)")
+    p.add_argument("--rounds", type=int, default=None, help="default 5 (--compare: 9)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--formats", nargs="+", choices=["contiguous", "channels_last"],
                    default=["contiguous", "channels_last"])
     p.add_argument("--train-only", action="store_true", help="skip the forward-only timing")
+    p.add_argument("--compare", action="store_true",
+                   help="interleaved variants and decisions (default 112 px, width 0.5, 9 rounds)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.compare:
+        compare(size=(args.sizes or [112])[0], width=(args.width or [0.5])[0], batch=args.batch,
+                rounds=args.rounds or 9, threads=args.threads)
+        return
+    args.sizes, args.width, args.rounds = args.sizes or [128, 224], args.width or [1.0], args.rounds or 5
 
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
           f"median of {args.rounds} rounds")
@@ -118,6 +140,92 @@ def _print_ratios(rows: dict[tuple[str, float, int, str], tuple[float, float]]) 
                          f"FLOPs {gflops / ref[1]:>5.2f}x of resnet18")
     if lines:
         print("\n".join(["", "relative to resnet18 (same width, size, format):", *lines]))
+
+
+def _unfused_forward(self: PEPXResNetBlock, x: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
+    """The block as the equation reads: ``F[F1(x) + x] + A*F1(x) + B*x + C*PEPX(X)`` (separate passes)."""
+    if self.pepx is not None:
+        p = self.pepx(x)
+    f1, sx = self.f1(x), self.shortcut(x)
+    return self.relu(self.f(torch.relu(f1 + sx)) + self.A * f1 + self.B * sx + self.C * p)
+
+
+def _variant(name: str, width: float, channels_last: bool, fused: bool = True) -> nn.Module:
+    torch.manual_seed(0)
+    model = create_model(name, width=width)
+    if not fused:
+        for block in model.modules():
+            if isinstance(block, PEPXResNetBlock):
+                block.forward = types.MethodType(_unfused_forward, block)
+    return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _train_step(model: nn.Module, size: int, batch: int, channels_last: bool):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, 1, size, size, generator=torch.Generator().manual_seed(1)).contiguous(
+        memory_format=fmt)
+    y = torch.arange(batch) % 3
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return step
+
+
+def _same_numerics(width: float, size: int) -> float:
+    """Max |difference| of logits and gradients between the fused and the plain block sums."""
+    x, y = torch.randn(4, 1, size, size), torch.tensor([0, 1, 2, 0])
+    grads = []
+    for fused in (True, False):
+        model = _variant("pepx_resnet", width, channels_last=False, fused=fused)
+        logits = model(x)
+        nn.functional.cross_entropy(logits, y).backward()
+        grads.append([logits.detach()] + [p.grad for p in model.parameters()])
+    return max(float((a - b).abs().max()) for a, b in zip(*grads, strict=True))
+
+
+def compare(size: int, width: float, batch: int, rounds: int, threads: int) -> None:
+    """Interleaved timing of the variants and the decisions they support (see the module docstring)."""
+    variants = {
+        ("pepx_resnet", "channels_last"): _variant("pepx_resnet", width, True),
+        ("pepx_resnet", "contiguous"): _variant("pepx_resnet", width, False),
+        ("pepx_resnet", "channels_last, plain sums"): _variant("pepx_resnet", width, True, fused=False),
+        ("resnet18", "channels_last"): _variant("resnet18", width, True),
+        ("resnet18", "contiguous"): _variant("resnet18", width, False),
+    }
+    steps = {k: _train_step(m, size, batch, "channels_last" in k[1]) for k, m in variants.items()}
+    for step in steps.values():
+        step()  # warm-up
+    seconds: dict[tuple[str, str], list[float]] = {k: [] for k in steps}
+    for _ in range(rounds):
+        for key, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            seconds[key].append(time.perf_counter() - t0)
+
+    def ratio(a: tuple[str, str], b: tuple[str, str]) -> float:
+        """Median over rounds of speed(a) / speed(b)."""
+        return statistics.median(tb / ta for ta, tb in zip(seconds[a], seconds[b], strict=True))
+
+    print(f"torch {torch.__version__}, {threads} threads, {size} px, width {width}, batch {batch}, "
+          f"{rounds} interleaved rounds (training step: forward + CE + backward + Adam)")
+    for key, values in seconds.items():
+        print(f"  {key[0]:<12} {key[1]:<28} {batch / statistics.median(values):>8.1f} img/s")
+    cl = {m: ratio((m, "channels_last"), (m, "contiguous")) for m in ("pepx_resnet", "resnet18")}
+    keep_cl = min(cl.values()) >= KEEP
+    print(f"channels_last vs contiguous: PEPX-ResNet {cl['pepx_resnet']:.2f}x, "
+          f"ResNet18 {cl['resnet18']:.2f}x -> {'keep' if keep_cl else 'drop'} channels_last as the default")
+    fused = ratio(("pepx_resnet", "channels_last"), ("pepx_resnet", "channels_last, plain sums"))
+    diff = _same_numerics(width, 64)
+    keep_fused = fused >= 1.0 and diff == 0.0
+    print(f"fused addcmul sums vs plain: {fused:.2f}x, max |difference| {diff:.1e} "
+          f"-> {'keep' if keep_fused else 'drop'} the fused sums")
+    best = "channels_last" if keep_cl else "contiguous"
+    speed = ratio(("pepx_resnet", best), ("resnet18", best))
+    print(f"PEPX-ResNet / ResNet18 training speed ({best}): {speed:.2f}x "
+          f"(goal {GOAL:.2f}x: {'met' if speed >= GOAL else 'not met'})")
 
 
 if __name__ == "__main__":

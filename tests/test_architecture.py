@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "pepx"
 CORE_MODULES = {"__init__", "errors", "markdown", "checks"}
 #: Lazy imports allowed outside cli.py: experiments/ is being rewritten on another branch (issue 10).
-LAZY_ALLOWED = {"experiments/grid.py", "experiments/reproduce.py", "experiments/paper.py"}
+LAZY_ALLOWED: set[str] = set()
 
 
 def layers() -> dict[str, int]:

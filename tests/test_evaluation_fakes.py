@@ -9,6 +9,7 @@ import pandas as pd
 
 from pepx import CLASSES
 from pepx.evaluation.metrics import PROB_COLUMNS
+from pepx.training.layout import RunLayout
 
 
 def fake_predictions(n_per_class: int = 100, accuracy: float = 0.8, seed: int = 0,
@@ -64,13 +65,27 @@ def fake_metrics_csv(path: Path, epochs: int = 4, seed: int = 0, level: float = 
     return path
 
 
+def mark_complete(run_dir: Path, epochs: int) -> Path:
+    """Make ``run_dir`` a complete run for `RunLayout.state` (config, per-epoch and final weight files; the
+    weight files are empty: reports read only metrics and predictions)."""
+    layout = RunLayout(run_dir)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    layout.config.write_text(f"epochs: {epochs}\n")
+    for epoch in range(1, epochs + 1):
+        layout.epoch_weights(epoch).parent.mkdir(parents=True, exist_ok=True)
+        layout.epoch_weights(epoch).touch()
+    layout.final_weights.touch()
+    return run_dir
+
+
 def fake_run(run_dir: Path, accuracy: float, seed: int, epochs: int = 4, residuals: bool = True,
              n_per_class: int = 30) -> Path:
     """A completed run folder with `metrics.csv` and `predictions.csv` (same test images for every run)."""
-    fake_metrics_csv(run_dir / "metrics.csv", epochs=epochs, seed=seed, level=accuracy, residuals=residuals)
+    layout = RunLayout(run_dir)
+    fake_metrics_csv(layout.metrics, epochs=epochs, seed=seed, level=accuracy, residuals=residuals)
     preds = fake_predictions(n_per_class, accuracy=accuracy, seed=seed)
-    preds.to_csv(run_dir / "predictions.csv", index=False)
-    return run_dir
+    preds.to_csv(layout.predictions, index=False)
+    return mark_complete(run_dir, epochs)
 
 
 def fake_split(n_per_class: int = 30) -> pd.DataFrame:

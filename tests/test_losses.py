@@ -79,3 +79,19 @@ def test_per_class_alpha_follows_the_device_and_state_dict():
     loss = FocalLoss(alpha=[1.0, 2.0, 3.0])
     assert "alpha" in loss.state_dict()
     assert loss.to(torch.float64).alpha is not None
+
+
+def test_label_smoothing_gamma0_is_cross_entropys_and_gamma1_matches_by_hand():
+    torch.manual_seed(0)
+    logits, target = torch.randn(16, 3), torch.randint(0, 3, (16,))
+    ce = F.cross_entropy(logits, target, label_smoothing=0.1)
+    torch.testing.assert_close(FocalLoss(gamma=0.0, label_smoothing=0.1)(logits, target), ce)
+    # sample 0 by hand at gamma 1, eps 0.3: q = (0.8, 0.1, 0.1)
+    z = [2.0, 1.0, 0.0]
+    p = [math.exp(v) / sum(math.exp(u) for u in z) for v in z]
+    expected = -sum(q * (1 - pk) * math.log(pk) for q, pk in zip((0.8, 0.1, 0.1), p, strict=True))
+    got = FocalLoss(gamma=1.0, label_smoothing=0.3, reduction="none")(LOGITS, TARGET)[0].item()
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert create_loss("ce", label_smoothing=0.1)(logits, target).item() == pytest.approx(ce.item())
+    with pytest.raises(ValueError, match="label_smoothing"):
+        FocalLoss(label_smoothing=1.0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pepx.models import PEPX, create_model, list_models, residual_scalars
+from pepx.models import PEPX, count_params, create_model, list_models, residual_scalars
 from pepx.models.covidnet import COVIDNet
 from pepx.models.pepx_resnet import PEPXResNetBlock
 
@@ -233,3 +233,42 @@ def test_sgd_steps_drive_the_loss_down(name):
         losses.append(loss.item())
     assert all(map(lambda v: v == v, losses))
     assert min(losses[-3:]) < 0.5 * losses[0], losses
+
+
+def _sgd_steps(model, steps=3):
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    x, y = torch.randn(4, 1, 64, 64), torch.tensor([0, 1, 2, 0])
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def test_frozen_abc_stay_at_their_init_and_keep_the_state_dict_keys():
+    torch.manual_seed(0)
+    frozen = create_model("pepx_resnet", width=SMALL, learn_abc=False, abc_init=(1.0, 1.0, 1.0))
+    learned = create_model("pepx_resnet", width=SMALL)
+    assert list(frozen.state_dict()) == list(learned.state_dict())  # weights load either way
+    assert not any(n.endswith((".A", ".B", ".C")) for n, _ in frozen.named_parameters())
+    _sgd_steps(frozen)
+    _sgd_steps(learned)
+    assert set(residual_scalars(frozen).values()) == {1.0}
+    assert any(v != 1.0 for v in residual_scalars(learned).values())  # the same steps move learned ones
+
+
+def test_no_pepx_path_is_the_bare_backbone():
+    torch.manual_seed(0)
+    model = create_model("pepx_resnet", width=SMALL, use_pepx=False)
+    assert model.pepx_stream is None
+    assert not any("pepx" in n or n.endswith(".C") for n in model.state_dict())
+    assert list(residual_scalars(model))[:2] == ["layer1.0.A", "layer1.0.B"]
+    assert not any(k.endswith(".C") for k in residual_scalars(model))
+    block = PEPXResNetBlock(16, 32, stride=2, use_pepx=False).eval()
+    with torch.no_grad():
+        block.A.fill_(0.3), block.B.fill_(-0.7)
+        x = torch.randn(2, 16, 16, 16)
+        f1, sx = block.f1(x), block.shortcut(x)
+        torch.testing.assert_close(block(x), torch.relu(block.f(torch.relu(f1 + sx)) + 0.3 * f1 - 0.7 * sx))
+    with_pepx = create_model("pepx_resnet", width=SMALL)
+    assert count_params(model) < count_params(with_pepx)
+    _sgd_steps(model)  # trains

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pepx.cli import main
+from pepx.errors import ConfigError
 from pepx.experiments import get_profile, reproduce
 from pepx.experiments.grid import plan, prepare, run_dir
 from pepx.experiments.paper import paper_frame, paper_value
@@ -89,7 +90,7 @@ def test_prepare_refuses_an_out_made_with_other_settings(tmp_path):
     out = tmp_path / "grid"
     _fake_grid(out, get_profile("smoke", epochs=4, seeds=1))
     prepare(get_profile("smoke", epochs=4, seeds=3), out)  # seeds may change: the runs are reused
-    with pytest.raises(ValueError, match="epochs"):
+    with pytest.raises(ConfigError, match="epochs"):
         prepare(get_profile("smoke", epochs=5), out)
 
 

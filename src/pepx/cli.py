@@ -181,24 +181,85 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
                        help="the paper's grid: 3 networks x 2 losses x seeds, Tables 1-4, Figs 9-10")
     p.add_argument("--data", default=None,
                    help="data SOURCE (default: the profile's; synthetic for smoke, cxr-real for cpu/paper)")
-    p.add_argument("--profile", choices=["smoke", "cpu", "paper"], default="smoke")
+    p.add_argument("--profile", default="smoke",
+                   help="smoke (default), cpu, cpu-cv, paper, or a candidate recipe of `pepx recipe` "
+                        "(all in pepx/experiments/profiles.py)")
     p.add_argument("--seeds", type=POSITIVE, default=None, help="number of seeds (default: the profile's)")
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--n-train", type=POSITIVE, default=None,
-                   help="training images per class (default: the profile's)")
+                   help="training images per class (default: the profile's; unused with --cv)")
     p.add_argument("--n-test", type=POSITIVE, default=None,
-                   help="test images per class (default: the profile's)")
+                   help="test images per class (default: the profile's; unused with --cv)")
     p.add_argument("--epochs", type=POSITIVE, default=None, help="epochs (default: the profile's)")
     p.add_argument("--models", nargs="+", default=None, help="subset of pepx_resnet resnet18 covidnet")
     p.add_argument("--losses", nargs="+", default=None, help="subset of ce focal")
+    p.add_argument("--jobs", type=POSITIVE, default=1,
+                   help="runs trained at once, each in its own process with cores/JOBS threads (default 1)")
+    cv = p.add_argument_group("cross-validation (--cv K) and what runs on its folds")
+    cv.add_argument("--cv", type=POSITIVE, default=None, metavar="K",
+                    help="K patient-grouped, class-stratified folds over the whole data set; tables from the "
+                         "pooled out-of-fold predictions")
+    cv.add_argument("--pseudo-test", action="store_true",
+                    help="let rows without real patient ids (per-image pseudo ids) be test images")
+    cv.add_argument("--ablations", action="store_true",
+                    help="also train the PEPX-ResNet ablations (fixed A,B,C; no PEPX; depthwise; on block)")
+    cv.add_argument("--leave-source-out", action="store_true",
+                    help="also train without each source holding >= 2 classes and test on it")
+    cv.add_argument("--lso-models", nargs="+", default=None,
+                    help="networks trained per held-out source (default: pepx_resnet resnet18)")
+    cv.add_argument("--inner-val", action="store_true",
+                    help="score on inner validation folds instead (choose a recipe; test folds untouched)")
+    cv.add_argument("--folds", type=int, nargs="+", default=None,
+                    help="run only these folds (pilots, recipe search); default: all")
     p.set_defaults(func=_cmd_reproduce)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from pepx.errors import ConfigError
     from pepx.experiments import reproduce
+    from pepx.experiments.cv import reproduce_cv
+    from pepx.experiments.external import LSO_MODELS
+    from pepx.experiments.reproduce import resolve_profile
 
-    reproduce(args.data, args.profile, args.seeds, args.out, n_train=args.n_train, n_test=args.n_test,
-              epochs=args.epochs, models=args.models, losses=args.losses)
+    cv_only = {"--pseudo-test": args.pseudo_test, "--ablations": args.ablations,
+               "--leave-source-out": args.leave_source_out, "--inner-val": args.inner_val,
+               "--folds": args.folds, "--lso-models": args.lso_models}
+    if args.cv is None:
+        used = [flag for flag, value in cv_only.items() if value]
+        if used:
+            raise ConfigError(f"{', '.join(used)} need --cv K (the folds they run on)")
+        reproduce(args.data, args.profile, args.seeds, args.out, n_train=args.n_train, n_test=args.n_test,
+                  epochs=args.epochs, models=args.models, losses=args.losses, jobs=args.jobs)
+        return 0
+    profile = resolve_profile(args.profile, data=args.data, seeds=args.seeds, n_train=args.n_train,
+                              n_test=args.n_test, epochs=args.epochs, models=args.models, losses=args.losses)
+    reproduce_cv(profile, args.out, args.cv, pseudo_test=args.pseudo_test, ablations=args.ablations,
+                 leave_source_out=args.leave_source_out, lso_models=args.lso_models or LSO_MODELS,
+                 inner_val=args.inner_val, folds=args.folds, jobs=args.jobs)
+    return 0
+
+
+# --------------------------------------------------------------------------- recipe
+def _add_recipe_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recipe", help="score candidate training recipes on inner validation folds only")
+    p.add_argument("--candidates", nargs="+", default=None,
+                   help="profiles or candidate recipes (default: every candidate of profiles.RECIPES)")
+    p.add_argument("--cv", type=POSITIVE, default=5, metavar="K", help="folds (default 5)")
+    p.add_argument("--folds", type=int, nargs="+", default=None, help="outer folds to run (default: all)")
+    p.add_argument("--data", default=None, help="data SOURCE (default: each candidate's)")
+    p.add_argument("--epochs", type=POSITIVE, default=None, help="override every candidate's epochs (pilots)")
+    p.add_argument("--jobs", type=POSITIVE, default=1, help="runs trained at once (default 1)")
+    p.add_argument("--n-boot", type=POSITIVE, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--out", default="runs/recipe")
+    p.set_defaults(func=_cmd_recipe)
+
+
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from pepx.experiments.profiles import RECIPES
+    from pepx.experiments.recipe import score_recipes
+
+    score_recipes(args.candidates or list(RECIPES), args.out, k=args.cv, folds=args.folds, data=args.data,
+                  epochs=args.epochs, jobs=args.jobs, n_boot=args.n_boot)
     return 0
 
 
@@ -207,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pepx", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
-                _add_reproduce_parser):
+                _add_reproduce_parser, _add_recipe_parser):
         add(sub)
     return parser
 

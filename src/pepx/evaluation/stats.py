@@ -8,6 +8,11 @@ probability of the observed ``min(b, c)``). Default: exact. Identical prediction
 
 Images are treated as independent pairs; where a patient has several test images this overstates the evidence
 a little, so every comparison also carries the accuracy difference with a patient-bootstrap 95 % CI.
+
+Each comparison also gets ``detectable``: the smallest accuracy difference the test had 80 % power to detect
+at its observed discordance (`pepx.evaluation.power`), at the Bonferroni level ``alpha / len(pairs)`` - the
+level Holm's correction asks of the most significant comparison - so a "no significant difference" can be read
+as "no difference of at least ``detectable``, probably", and not as "equal".
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from scipy.stats import binom, binomtest
 
 from pepx.evaluation.bootstrap import LEVEL, N_BOOT, align_frames, patient_resamples, percentile_interval
 from pepx.evaluation.metrics import batched_metrics, frame_arrays
+from pepx.evaluation.power import detectable_difference
 
 ALPHA = 0.05
 
@@ -65,11 +71,12 @@ def pairwise_tests(frames: Mapping[str, pd.DataFrame], pairs: Sequence[tuple[str
                    level: float = LEVEL) -> pd.DataFrame:
     """McNemar test for each ``(a, b)`` pair of prediction frames (same images), Holm-adjusted over ``pairs``.
 
-    Columns: ``a, b, acc_a, acc_b, diff, diff_low, diff_high, b_only_a, c_only_b, p, p_holm, verdict``. The
-    verdict names a winner only where ``p_holm < alpha``.
+    Columns: ``a, b, n, acc_a, acc_b, diff, diff_low, diff_high, b_only_a, c_only_b, p, p_holm, detectable,
+    verdict``. The verdict names a winner only where ``p_holm < alpha``; ``detectable`` is the smallest
+    difference with 80 % power at level ``alpha / len(pairs)`` (NaN: none up to the discordance).
     """
-    columns = ["a", "b", "acc_a", "acc_b", "diff", "diff_low", "diff_high", "b_only_a", "c_only_b", "p",
-               "p_holm", "verdict"]
+    columns = ["a", "b", "n", "acc_a", "acc_b", "diff", "diff_low", "diff_high", "b_only_a", "c_only_b", "p",
+               "p_holm", "detectable", "verdict"]
     if not pairs:
         return pd.DataFrame(columns=columns)
     names = list(dict.fromkeys(n for pair in pairs for n in pair))
@@ -86,10 +93,13 @@ def pairwise_tests(frames: Mapping[str, pd.DataFrame], pairs: Sequence[tuple[str
     for a, b in pairs:
         res = mcnemar(correct[a], correct[b], mid_p=mid_p)
         low, high = percentile_interval(acc_boot[a] - acc_boot[b], level)
-        rows.append(dict(a=a, b=b, acc_a=acc[a], acc_b=acc[b], diff=acc[a] - acc[b], diff_low=low,
-                         diff_high=high, b_only_a=res.b, c_only_b=res.c, p=res.pvalue))
+        n = len(correct[a])
+        rows.append(dict(a=a, b=b, n=n, acc_a=acc[a], acc_b=acc[b], diff=acc[a] - acc[b], diff_low=low,
+                         diff_high=high, b_only_a=res.b, c_only_b=res.c, p=res.pvalue,
+                         detectable=detectable_difference(n, res.b + res.c, alpha=alpha / len(pairs))))
     table = pd.DataFrame(rows)
     table["p_holm"] = holm(table["p"])
+    table = table[[c for c in columns if c != "verdict"]]
     table["verdict"] = [
         ((f"{r.a} better" if r.diff > 0 else f"{r.b} better") if r.p_holm < alpha
          else "no significant difference")

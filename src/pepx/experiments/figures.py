@@ -1,7 +1,8 @@
 """Figure 9 (accuracy vs epoch), Figure 10 a/b/c (per-class F1 vs epoch) and the A/B/C-per-block plot.
 
-Inputs are the runs' ``metrics.csv`` frames grouped by grid cell (``(model, loss) -> [one frame per seed]``).
-A line is the mean over seeds; the band is the min-max over seeds (absent with one seed).
+Inputs are the runs' ``metrics.csv`` frames grouped by grid cell (``(model, loss) -> [one frame per seed]``,
+or one per fold and seed under cross-validation: ``unit="folds"``). A line is the mean over the frames; the
+band is their min-max (absent with one frame).
 """
 
 from __future__ import annotations
@@ -46,22 +47,22 @@ def _curves(ax: Axes, cells: Cells, column: str, ylabel: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _seed_note(cells: Cells) -> str:
+def _seed_note(cells: Cells, unit: str = "seeds") -> str:
     n = max(len(f) for f in cells.values())
-    return f"mean of {n} seeds, band = min-max" if n > 1 else "1 seed"
+    return f"mean of {n} {unit}, band = min-max" if n > 1 else f"1 {unit.rstrip('s')}"
 
 
-def figure9(cells: Cells, path: str | Path) -> Path:
+def figure9(cells: Cells, path: str | Path, unit: str = "seeds") -> Path:
     """Test accuracy against epoch, one curve per network x loss."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     _curves(ax, cells, "test_acc", "test accuracy")
-    ax.set_title(f"Figure 9: accuracy of different networks and losses ({_seed_note(cells)})")
+    ax.set_title(f"Figure 9: accuracy of different networks and losses ({_seed_note(cells, unit)})")
     ax.legend(fontsize=8)
     return save(fig, path)
 
 
-def figure10(cells: Cells, path: str | Path) -> Path:
+def figure10(cells: Cells, path: str | Path, unit: str = "seeds") -> Path:
     """Per-class test F1 against epoch: (a) Normal, (b) Non-COVID, (c) COVID-19."""
     fig = Figure(figsize=(15, 4.5))
     axes = fig.subplots(1, len(CLASSES), sharey=True)
@@ -69,7 +70,7 @@ def figure10(cells: Cells, path: str | Path) -> Path:
         _curves(ax, cells, f"test_f1_{cls}", "test F1")
         ax.set_title(f"({'abc'[k]}) F1 of {display}")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Figure 10: F1 score of different networks and losses ({_seed_note(cells)})")
+    fig.suptitle(f"Figure 10: F1 score of different networks and losses ({_seed_note(cells, unit)})")
     return save(fig, path)
 
 
@@ -78,7 +79,7 @@ def residual_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if RESIDUAL.match(c)]
 
 
-def residual_figure(cells: Cells, path: str | Path) -> Path | None:
+def residual_figure(cells: Cells, path: str | Path, unit: str = "seeds") -> Path | None:
     """A, B and C of each PEPX-ResNet block against epoch (one panel per scalar, a line per block and loss).
 
     Returns None when no run logged residual scalars.
@@ -99,5 +100,5 @@ def residual_figure(cells: Cells, path: str | Path) -> Path | None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6, ncol=2)
-    fig.suptitle(f"PEPX-ResNet residual weights A, B, C over training ({_seed_note(cells)})")
+    fig.suptitle(f"PEPX-ResNet residual weights A, B, C over training ({_seed_note(cells, unit)})")
     return save(fig, path)

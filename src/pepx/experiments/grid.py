@@ -1,82 +1,148 @@
-"""Run the grid {models} x {losses} x seeds with `pepx.training.fit` on one shared split; resumable.
+"""The runs of a grid - {models} x {losses} x seeds, per CV fold, ablation or held-out source - and folders.
 
-Layout of the output folder: ``split.csv`` (made once, used by every run), ``grid.json`` (the profile, so a
-second call with other settings is refused instead of mixing runs), ``timings.json`` (wall seconds per run)
-and ``runs/<model>-<loss>-seed<k>/`` (training's run folders). A run whose ``predictions.csv`` exists after
-all its epochs is skipped; a run with a checkpoint is resumed: a killed ``pepx reproduce`` continues.
+Layout of an output folder: ``grid.json`` (the settings, so a second call with other settings is refused
+instead of mixing runs), ``timings.json`` (wall seconds per run), the split file(s) (``split.csv`` for the
+single split; ``folds.csv`` and ``splits/`` for `pepx reproduce --cv`) and ``runs/<name>/`` (training's run
+folders). Complete runs are skipped and interrupted ones resumed (`pepx.experiments.parallel`), so a killed
+`pepx reproduce` continues. This module is the one place that names run folders and grid files.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from pepx.errors import ConfigError
+from pepx.data import balanced_split, load_source, save_split
+from pepx.errors import ConfigError, RunError
+from pepx.experiments.parallel import Job, run_jobs
 from pepx.experiments.profiles import Profile
 from pepx.training.layout import RunLayout
 
 SPLIT_FILE, GRID_FILE, TIMINGS_FILE, RUNS_DIR = "split.csv", "grid.json", "timings.json", "runs"
+#: Profile fields that may change between calls on one folder (they add or drop runs, not change them).
+FREE_SETTINGS = ("seeds", "models", "losses", "n_boot")
 
 
 @dataclass(frozen=True)
 class GridRun:
-    """One training run of the grid."""
+    """One training run: a cell (model, loss), a seed, and where it sits in the protocol.
+
+    ``fold``: the CV fold it is tested on (None: the single split); ``variant``: an ablation of the model
+    (a key of `profiles.ABLATIONS`, "" = the default); ``held_out``: the source it never sees
+    (leave-source-out, "" = none); ``inner``: scored on the inner validation fold instead of the test fold.
+    """
 
     model: str
     loss: str
     seed: int
+    fold: int | None = None
+    variant: str = ""
+    held_out: str = ""
+    inner: bool = False
 
     @property
     def cell(self) -> str:
-        """``model+loss``: the grid cell (a row of Tables 1-4), shared by its seeds."""
+        """``model+loss``: the grid cell (a row of Tables 1-4), shared by its seeds and folds."""
         return f"{self.model}+{self.loss}"
 
     @property
     def name(self) -> str:
-        return f"{self.model}-{self.loss}-seed{self.seed}"
+        parts = [f"{self.model}-{self.loss}-seed{self.seed}"]
+        parts += [f"fold{self.fold}"] if self.fold is not None else []
+        parts += [self.variant] if self.variant else []
+        parts += [f"without-{self.held_out}"] if self.held_out else []
+        parts += ["inner"] if self.inner else []
+        return "-".join(parts)
 
 
-def plan(models: Sequence[str], losses: Sequence[str], seeds: Sequence[int]) -> list[GridRun]:
-    """Every (model, loss, seed), models outermost, in the order given."""
-    return [GridRun(m, l, s) for m in models for l in losses for s in seeds]
+def plan(models: Sequence[str], losses: Sequence[str], seeds: Sequence[int],
+         folds: Sequence[int | None] = (None,), **where: Any) -> list[GridRun]:
+    """Every (model, loss, seed, fold), models outermost, in the order given; ``where``: further fields."""
+    return [GridRun(m, l, s, f, **where) for m in models for l in losses for s in seeds for f in folds]
 
 
 def run_dir(out: str | Path, run: GridRun) -> Path:
     return Path(out) / RUNS_DIR / run.name
 
 
-def is_complete(path: Path, epochs: int) -> bool:
-    """True when the run folder has its final predictions and one metrics row per epoch."""
-    layout = RunLayout(path)
-    metrics = layout.metrics
-    if not layout.predictions.exists() or not metrics.exists():
-        return False
-    frame = pd.read_csv(metrics)
-    return len(frame) > 0 and int(frame["epoch"].max()) >= epochs
+def read_timings(out: Path) -> dict[str, float]:
+    """Wall seconds of each run of the grid in ``out`` (``timings.json``; empty when nothing trained)."""
+    path = Path(out) / TIMINGS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def read_predictions(folder: Path) -> pd.DataFrame:
+    """A run's final test predictions (``predictions.csv``)."""
+    return pd.read_csv(RunLayout(folder).predictions)
+
+
+def read_metrics(folder: Path) -> pd.DataFrame:
+    """A run's per-epoch metrics (``metrics.csv``)."""
+    return pd.read_csv(RunLayout(folder).metrics)
+
+
+def group(folders: dict[GridRun, Path], key: Callable[[GridRun], Hashable | None]
+          ) -> dict[Hashable, dict[GridRun, Path]]:
+    """Runs grouped by ``key(run)`` (runs whose key is None are left out), in the order given."""
+    out: dict[Hashable, dict[GridRun, Path]] = {}
+    for run, path in folders.items():
+        k = key(run)
+        if k is not None:
+            out.setdefault(k, {})[run] = path
+    return out
+
+
+def pooled_predictions(folders: dict[GridRun, Path]) -> list[pd.DataFrame]:
+    """One frame per seed: the runs' predictions concatenated over folds (with a ``fold`` column).
+
+    Raises `RunError` when an image is predicted twice under one seed (folds that overlap).
+    """
+    by_seed: dict[int, list[pd.DataFrame]] = {}
+    for run, path in sorted(folders.items(), key=lambda item: (item[0].seed, item[0].fold or 0)):
+        by_seed.setdefault(run.seed, []).append(read_predictions(path).assign(fold=run.fold))
+    pooled = [pd.concat(frames, ignore_index=True) for _, frames in sorted(by_seed.items())]
+    for seed, frame in zip(sorted(by_seed), pooled, strict=True):
+        twice = frame["path"][frame["path"].duplicated()]
+        if len(twice):
+            raise RunError(f"seed {seed}: {len(twice)} images are predicted by two folds "
+                           f"(e.g. {twice.iloc[0]}): the runs do not come from one fold assignment")
+    return pooled
+
+
+def fold_frames(folders: dict[GridRun, Path]) -> list[pd.DataFrame]:
+    """The runs' per-epoch metrics, one frame per (seed, fold)."""
+    return [read_metrics(path) for path in folders.values()]
+
+
+def check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Write ``grid.json`` on the first call; refuse an ``out`` whose saved settings differ."""
+    grid_file = out / GRID_FILE
+    settings = json.loads(json.dumps(settings))
+    if grid_file.exists():
+        saved = json.loads(grid_file.read_text())
+        if saved != settings:
+            changed = sorted(k for k in set(settings) | set(saved) if saved.get(k) != settings.get(k))
+            raise ConfigError(f"{out} holds a reproduce with other settings ({', '.join(changed)}): "
+                              "use another --out, or the same settings to continue it")
+    else:
+        grid_file.write_text(json.dumps(settings, indent=1))
+
+
+def profile_settings(profile: Profile, **protocol: Any) -> dict[str, Any]:
+    """The settings that fix a grid's runs: the profile's (but the free ones) and the protocol's."""
+    return {**{k: v for k, v in profile.to_dict().items() if k not in FREE_SETTINGS}, **protocol}
 
 
 def prepare(profile: Profile, out: str | Path) -> Path:
-    """Create ``out`` and its shared split (refusing an ``out`` made with other settings); return it."""
-    from pepx.data import balanced_split, load_source, save_split
-
+    """Create ``out`` and its shared single split (refusing an ``out`` made with other settings)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    free = ("seeds", "models", "losses", "n_boot")  # may change between calls on one folder
-    settings = {k: v for k, v in profile.to_dict().items() if k not in free}
-    grid_file = out / GRID_FILE
-    if grid_file.exists():
-        saved = json.loads(grid_file.read_text())
-        if saved != json.loads(json.dumps(settings)):
-            changed = sorted(k for k in settings if saved.get(k) != json.loads(json.dumps(settings[k])))
-            raise ConfigError(f"{out} holds a reproduce with other settings ({', '.join(changed)}): "
-                             "use another --out, or the same settings to continue it")
-    else:
-        grid_file.write_text(json.dumps(settings, indent=1))
+    check_settings(out, profile_settings(profile))
     split = out / SPLIT_FILE
     if not split.exists():
         manifest = load_source(profile.data).manifest
@@ -85,32 +151,20 @@ def prepare(profile: Profile, out: str | Path) -> Path:
     return split
 
 
-def run_grid(profile: Profile, out: str | Path, seeds: Sequence[int],
+def train_runs(profile: Profile, out: Path, runs: Sequence[GridRun], split_of: Callable[[GridRun], Path],
+               n_jobs: int = 1, log: Callable[[str], None] = print) -> dict[GridRun, Path]:
+    """Train ``runs`` (each on the split file ``split_of(run)``) that are not complete; their folders."""
+    jobs = [Job(run.name, profile.train_config(run.model, run.loss, run.seed, str(split_of(run).resolve()),
+                                               variant=run.variant), run_dir(out, run))
+            for run in runs]
+    run_jobs(jobs, out / TIMINGS_FILE, n_jobs=n_jobs, log=log)
+    return {run: run_dir(out, run) for run in runs}
+
+
+def run_grid(profile: Profile, out: str | Path, seeds: Sequence[int], n_jobs: int = 1,
              log: Callable[[str], None] = print) -> dict[GridRun, Path]:
-    """Train every run of the grid that is not complete yet; returns each run's folder.
-
-    Wall seconds of each run (summed over interrupted attempts) are kept in ``timings.json``.
-    """
-    from pepx.training import TrainConfig, fit
-
+    """Train every run of the single-split grid that is not complete yet; returns each run's folder."""
     out = Path(out)
     split = prepare(profile, out)
-    timings_file = out / TIMINGS_FILE
-    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.exists() else {}
     runs = plan(profile.models, profile.losses, seeds)
-    folders = {}
-    for i, run in enumerate(runs, 1):
-        path = folders[run] = run_dir(out, run)
-        if is_complete(path, profile.epochs):
-            log(f"[{i}/{len(runs)}] {run.name}: complete, skipped")
-            continue
-        resume = RunLayout(path).holds_run()
-        log(f"[{i}/{len(runs)}] {run.name}: {'resuming' if resume else 'training'} ...")
-        values = profile.train_config(run.model, run.loss, run.seed, str(split.resolve()))
-        config = TrainConfig.from_dict(values)
-        start = time.perf_counter()
-        fit(config, path, resume=resume)
-        timings[run.name] = timings.get(run.name, 0.0) + time.perf_counter() - start
-        timings_file.write_text(json.dumps(timings, indent=1))
-        log(f"[{i}/{len(runs)}] {run.name}: done in {timings[run.name]:.1f} s")
-    return folders
+    return train_runs(profile, out, runs, lambda _: split, n_jobs=n_jobs, log=log)

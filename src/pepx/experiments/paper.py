@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pepx import CLASSES
+from pepx import CLASS_DISPLAY, CLASSES
 
 #: Paper row name -> pepx model name.
 PAPER_ROWS: dict[str, str] = {"Resnet18": "resnet18", "COVID-Net": "covidnet", "This work": "pepx_resnet"}
@@ -57,6 +57,4 @@ def paper_frame(table: int) -> pd.DataFrame:
     values = TABLES[table][2]
     if table == 1:
         return pd.DataFrame({"Accuracy": values})
-    from pepx import CLASS_DISPLAY
-
     return pd.DataFrame.from_dict(values, orient="index", columns=list(CLASS_DISPLAY))

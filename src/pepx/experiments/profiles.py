@@ -1,10 +1,17 @@
-"""The three budgets of `pepx reproduce`. Every setting of a profile lives here, in one place.
+"""The budgets of `pepx reproduce`, the candidate CPU recipes and the ablations. Every setting lives here.
 
 - ``smoke``: synthetic data, tiny images and networks, a few epochs: the whole grid and report in ~1-2 min on
   2 CPU cores. Checks the pipeline, not the paper.
 - ``cpu``: for ``csv:../shared/data/cxr-real/metadata.csv`` at 850/100 images per class: the whole grid, one
   seed, under 45 min on 2 CPU cores (reduced resolution and width; images decoded once into the cache).
+- ``cpu-cv``: the recipe for ``pepx reproduce --cv 5`` on cxr-real (augmentation, AdamW + weight decay, label
+  smoothing, weight EMA, 15 epochs), sized so that the 5-fold grid, the ablations and leave-source-out fit in
+  ~3 h of an idle 2-core machine. In CV the folds hold every image, so ``n_train``/``n_test`` are unused.
 - ``paper``: the paper's setting (224 px, 1000/100 per class, full width, focal alpha = gamma = 1) for a GPU.
+
+``RECIPES``: candidate CPU recipes, scored by `pepx recipe` on inner validation folds only (the test folds are
+never touched); the winner's settings become ``cpu-cv``. ``ABLATIONS``: model switches of the paper's choices,
+each compared with the default PEPX-ResNet by `pepx reproduce --cv K --ablations`.
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ class Profile:
     lr: float = 1e-3
     scheduler: str = "cosine"
     augment: bool = False
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0  # both losses
+    ema_decay: float | None = None  # weight EMA per step (None = off)
+    balanced_sampling: bool = False
     focal: dict[str, float] = field(default_factory=lambda: {"alpha": 1.0, "gamma": 1.0})  # the paper's
     split_seed: int = 0
     num_workers: int = 0
@@ -52,21 +63,48 @@ class Profile:
         values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
         return replace(self, **values)
 
-    def train_config(self, model: str, loss: str, seed: int, split: str) -> dict[str, Any]:
-        """The `TrainConfig` fields of one grid run on the shared split file ``split``."""
+    def train_config(self, model: str, loss: str, seed: int, split: str, variant: str = "") -> dict[str, Any]:
+        """The `TrainConfig` fields of one grid run on the split file ``split``; ``variant``: an ablation
+        (a key of ``ABLATIONS``, PEPX-ResNet only)."""
+        loss_kwargs: dict[str, Any] = dict(self.focal) if loss == "focal" else {}
+        if self.label_smoothing:
+            loss_kwargs["label_smoothing"] = self.label_smoothing
+        recipe = {"weight_decay": self.weight_decay, "ema_decay": self.ema_decay,
+                  "balanced_sampling": self.balanced_sampling}
         return {
-            "model": model, "loss": loss, "loss_kwargs": dict(self.focal) if loss == "focal" else {},
-            "model_kwargs": {"width": self.width}, "data": self.data, "split": split,
+            "model": model, "loss": loss, "loss_kwargs": loss_kwargs,
+            "model_kwargs": {"width": self.width, **variant_kwargs(model, variant)}, "data": self.data,
+            "split": split,
             "n_train": self.n_train, "n_test": self.n_test, "n_val": 0, "split_seed": self.split_seed,
             "image_size": self.image_size, "augment": self.augment, "eval_splits": ["test"],
             "epochs": self.epochs, "batch_size": self.batch_size, "optimizer": self.optimizer, "lr": self.lr,
             "scheduler": self.scheduler, "seed": seed, "num_workers": self.num_workers,
-            "num_threads": self.num_threads, "progress": False,
+            "num_threads": self.num_threads, "progress": False, **recipe,
             **self.extra,
         }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Ablation name -> (PEPX-ResNet keyword arguments, what it tests). "" is the default model.
+ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "fixed-abc": ({"learn_abc": False}, "A, B, C frozen at 1 (not learned)"),
+    "no-pepx": ({"use_pepx": False}, "C = 0: no PEPX path, the bare backbone"),
+    "depthwise": ({"pepx_depthwise": True}, "depthwise instead of full 3x3 conv inside PEPX"),
+    "pepx-on-block": ({"pepx_input": "block"}, "PEPX reads each block's input instead of its own stream"),
+}
+
+
+def variant_kwargs(model: str, variant: str) -> dict[str, Any]:
+    """Model keyword arguments of ablation ``variant`` ("" = none)."""
+    if not variant:
+        return {}
+    if variant not in ABLATIONS:
+        raise ConfigError(f"unknown ablation {variant!r}; choose one of {', '.join(ABLATIONS)}")
+    if model != "pepx_resnet":
+        raise ConfigError(f"ablation {variant!r} is a PEPX-ResNet switch, not one of {model}")
+    return dict(ABLATIONS[variant][0])
 
 
 PROFILES: dict[str, Profile] = {
@@ -77,13 +115,36 @@ PROFILES: dict[str, Profile] = {
     # machine is shared with other jobs.
     "cpu": Profile(name="cpu", data=REAL_DATA, n_train=850, n_test=100, image_size=112, width=0.5, epochs=10,
                    batch_size=32),
+    # cpu-cv: per fold ~2,600 training images; estimated on an idle 2-core machine (channels_last, 2 threads):
+    # ~135 s a PEPX-ResNet run, ~105 s ResNet18, ~230 s COVID-Net -> 5 folds x 6 cells ~80 min, 4 ablations x
+    # 5 folds ~45 min, leave-source-out (4 sources x 2 networks) ~20 min. Settings: the best guess before the
+    # recipe search (`pepx recipe`); replace them with the search's winner.
+    "cpu-cv": Profile(name="cpu-cv", data=REAL_DATA, n_train=850, n_test=100, image_size=112, width=0.5,
+                      epochs=15, batch_size=32, optimizer="adamw", lr=1e-3, weight_decay=0.05, augment=True,
+                      label_smoothing=0.1, ema_decay=0.99),
     "paper": Profile(name="paper", data=REAL_DATA, n_train=1000, n_test=100, image_size=224, width=1.0,
                      epochs=30, batch_size=32, num_workers=4, augment=False),
 }
 
+#: Candidate CPU recipes for cxr-real, each one change on the way from ``cpu`` towards ``cpu-cv`` and beyond;
+#: `pepx recipe` scores them on inner validation folds (PEPX-ResNet + focal).
+_BASE = replace(PROFILES["cpu"], name="base")
+RECIPES: dict[str, Profile] = {p.name: p for p in (
+    _BASE,
+    replace(_BASE, name="aug", augment=True),
+    replace(_BASE, name="aug-adamw", augment=True, optimizer="adamw", weight_decay=0.05),
+    replace(_BASE, name="aug-adamw-ls", augment=True, optimizer="adamw", weight_decay=0.05,
+            label_smoothing=0.1),
+    replace(PROFILES["cpu-cv"], name="aug-adamw-ls-ema15"),  # = cpu-cv
+    replace(PROFILES["cpu-cv"], name="aug-adamw-ls-ema15-128px", image_size=128),
+    replace(PROFILES["cpu-cv"], name="aug-adamw-ls-ema25", epochs=25),
+    replace(PROFILES["cpu-cv"], name="aug-adamw-ls-ema15-w075", width=0.75),
+)}
+
 
 def get_profile(name: str, **overrides: Any) -> Profile:
-    """The profile ``name`` with the non-None ``overrides`` (e.g. ``epochs=2``) applied."""
-    if name not in PROFILES:
-        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-    return PROFILES[name].with_overrides(**overrides)
+    """The profile (or candidate recipe) ``name`` with the non-None ``overrides`` (e.g. ``epochs=2``)."""
+    known = {**RECIPES, **PROFILES}
+    if name not in known:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(known)}")
+    return known[name].with_overrides(**overrides)

@@ -35,6 +35,16 @@ block's stride and output width).
 
 ``depths=(1, 1, 1, 1)`` by default: one block = four 3x3 convs a stage, as ResNet18's two basic blocks.
 ``pepx_depthwise=False`` (the paper's full 3x3 conv inside PEPX).
+
+Ablation switches (`pepx reproduce --ablations` tests each against the default):
+
+* ``learn_abc=False``: A, B, C are fixed at ``abc_init`` (buffers, not parameters: the optimiser never sees
+  them, and the state-dict keys ``layerK.0.A`` ... stay the same).
+* ``use_pepx=False``: no PEPX path at all (C = 0): no stream, no per-block PEPX, no ``C``; each block is
+  ``Y = F[F1(x) + x] + A*F1(x) + B*x`` - the bare backbone.
+
+The three weighted sums are computed with ``torch.addcmul`` (one fused multiply-add per term, bit-identical
+to ``A*f1 + ...`` here, ~9 % faster training on CPU, `benchmarks/models.py`).
 """
 
 from __future__ import annotations
@@ -60,6 +70,8 @@ class PEPXResNetBlock(nn.Module):
         own_pepx: bool = False,
         pepx_depthwise: bool = False,
         abc_init: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        learn_abc: bool = True,
+        use_pepx: bool = True,
     ) -> None:
         super().__init__()
         self.f1 = nn.Sequential(
@@ -67,22 +79,28 @@ class PEPXResNetBlock(nn.Module):
         )
         self.f = nn.Sequential(conv_bn_act(out_ch, out_ch, 3), conv_bn_act(out_ch, out_ch, 3, act=False))
         self.shortcut = projection(in_ch, out_ch, stride)
-        self.pepx = PEPX(in_ch, out_ch, stride, depthwise=pepx_depthwise) if own_pepx else None
+        self.use_pepx = use_pepx
+        self.pepx = PEPX(in_ch, out_ch, stride, depthwise=pepx_depthwise) if own_pepx and use_pepx else None
         a, b, c = abc_init
-        self.A = nn.Parameter(torch.tensor(float(a)))
-        self.B = nn.Parameter(torch.tensor(float(b)))
-        self.C = nn.Parameter(torch.tensor(float(c)))
+        for name, value in (("A", a), ("B", b), ("C", c))[: 3 if use_pepx else 2]:
+            scalar = torch.tensor(float(value))
+            if learn_abc:
+                setattr(self, name, nn.Parameter(scalar))
+            else:
+                self.register_buffer(name, scalar)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor, p: Tensor | None = None) -> Tensor:
-        """``p``: the stream's PEPX output for this stage; ``None`` when the block owns its PEPX."""
+        """``p``: the stream's PEPX output for this stage; ``None`` if the block owns a PEPX or has none."""
         if self.pepx is not None:
             p = self.pepx(x)
-        elif p is None:
+        elif p is None and self.use_pepx:
             raise ValueError("this block has no PEPX of its own: pass the stream's output p")
         f1 = self.f1(x)
         sx = self.shortcut(x)
-        y = self.f(torch.relu(f1 + sx)) + self.A * f1 + self.B * sx + self.C * p
+        y = torch.addcmul(torch.addcmul(self.f(torch.relu(f1 + sx)), self.A, f1), self.B, sx)
+        if self.use_pepx:
+            y = torch.addcmul(y, self.C, p)
         return self.relu(y)
 
 
@@ -99,6 +117,8 @@ class PEPXResNet(nn.Module):
             own input.
         pepx_depthwise: depthwise 3x3 inside PEPX (COVID-Net's) instead of the paper's full 3x3.
         abc_init: initial values of every block's learned scalars A, B, C.
+        learn_abc: learn A, B, C (default) or keep them fixed at ``abc_init`` (ablation "A, B, C frozen").
+        use_pepx: ``False`` removes the PEPX path and C altogether (ablation "C = 0": the bare backbone).
     """
 
     pretrained_cfg = {"first_conv": "conv1", "classifier": "fc"}
@@ -112,6 +132,8 @@ class PEPXResNet(nn.Module):
         pepx_input: Literal["stream", "block"] = "stream",
         pepx_depthwise: bool = False,
         abc_init: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        learn_abc: bool = True,
+        use_pepx: bool = True,
     ) -> None:
         super().__init__()
         if pepx_input not in ("stream", "block"):
@@ -124,14 +146,16 @@ class PEPXResNet(nn.Module):
         own = pepx_input == "block"
         in_ch = widths[0]
         stream = []
+        kw = dict(own_pepx=own, pepx_depthwise=pepx_depthwise, abc_init=abc_init, learn_abc=learn_abc,
+                  use_pepx=use_pepx)
         for i, (n, w) in enumerate(zip(depths, widths, strict=True)):
             stride = 1 if i == 0 else 2
-            blocks = [PEPXResNetBlock(in_ch, w, stride, own, pepx_depthwise, abc_init)]
-            blocks += [PEPXResNetBlock(w, w, 1, own, pepx_depthwise, abc_init) for _ in range(n - 1)]
+            blocks = [PEPXResNetBlock(in_ch, w, stride, **kw)]
+            blocks += [PEPXResNetBlock(w, w, 1, **kw) for _ in range(n - 1)]
             setattr(self, f"layer{i + 1}", nn.ModuleList(blocks))
             stream.append(PEPX(in_ch, w, stride, depthwise=pepx_depthwise))
             in_ch = w
-        self.pepx_stream = None if own else nn.ModuleList(stream)
+        self.pepx_stream = None if own or not use_pepx else nn.ModuleList(stream)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
         self.num_features = in_ch
@@ -163,6 +187,6 @@ def residual_scalars(model: nn.Module) -> dict[str, float]:
     for name, module in model.named_modules():
         if isinstance(module, PEPXResNetBlock):
             name = name.removeprefix("_orig_mod.")  # torch.compile wrapper
-            for s in ("A", "B", "C"):
+            for s in ("A", "B", "C") if module.use_pepx else ("A", "B"):
                 out[f"{name}.{s}"] = float(getattr(module, s).detach())
     return out

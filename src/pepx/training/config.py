@@ -49,10 +49,13 @@ class TrainConfig:
         scheduler, lr_step_size, lr_gamma: per-epoch ``cosine``, ``step`` (every ``lr_step_size`` epochs,
             times ``lr_gamma``) or ``none``.
         balanced_sampling: draw training images with probability 1 / class count.
+        ema_decay: exponential moving average of the weights (None: off; e.g. 0.99); evaluation and the saved
+            model use the average.
         seed, deterministic: the run's seed; deterministic algorithms (warn-only) and no cuDNN autotuning.
         num_workers, num_threads: DataLoader workers; torch threads (None: torch's default).
         accelerator, devices, num_nodes, strategy, precision: Lightning's hardware settings.
-        channels_last: channels-last memory format; progress: progress bar (None: when stderr is a terminal).
+        channels_last: channels-last memory format (default on: faster on CPU).
+        progress: progress bar (None: when stderr is a terminal).
     """
 
     # what to train
@@ -85,6 +88,9 @@ class TrainConfig:
     lr_step_size: int = 10
     lr_gamma: float = 0.1
     balanced_sampling: bool = False
+    # exponential moving average of the weights (and BN statistics), updated every step; evaluation and the
+    # saved model use the average. None = off; e.g. 0.99 ~ an average over the last ~100 steps.
+    ema_decay: float | None = None
     seed: int = 0
     deterministic: bool = True
     # hardware
@@ -95,7 +101,8 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "auto"
-    channels_last: bool = False
+    # NHWC tensors: 25-70 % faster training on CPU for all three networks (benchmarks/models.py)
+    channels_last: bool = True
     progress: bool | None = None
 
     def __post_init__(self) -> None:
@@ -129,6 +136,8 @@ class TrainConfig:
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         _check_devices(self.devices)
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in (0, 1) or empty, got {self.ema_decay}")
         bad = [s for s in self.eval_splits if s not in ("val", "test")]
         if bad:
             raise ConfigError(f"eval_splits: unknown {bad}; use val and/or test")

@@ -16,7 +16,7 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.fabric.utilities.rank_zero import _get_rank
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
@@ -109,7 +109,9 @@ def _trainer(config: TrainConfig, layout: RunLayout, n_eval: int,
     progress = sys.stderr.isatty() if config.progress is None else config.progress
     if not progress:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    cbs: list[L.Callback] = [RunWriter(layout), EpochCheckpoint(layout), *callbacks]
+    # EMA first: at the end of training it copies the average into the model, which `fit` then saves
+    ema = [EMAWeightAveraging(decay=config.ema_decay)] if config.ema_decay else []
+    cbs: list[L.Callback] = [*ema, RunWriter(layout), EpochCheckpoint(layout), *callbacks]
     if progress:
         cbs.append(TQDMProgressBar(refresh_rate=1))
     return L.Trainer(

@@ -1,0 +1,96 @@
+"""Patient-grouped, class-stratified K folds over a whole data set (`pepx reproduce --cv K`).
+
+Every image with a real patient id lands in exactly one fold, all images of a patient in the same fold, each
+class spread evenly over the folds (scikit-learn's ``StratifiedGroupKFold``). Fold ``k``'s model trains on
+the other folds and predicts fold ``k``: pooled over the folds, every such image is predicted exactly once by
+a model that never saw its patient.
+
+Rows with per-image pseudo ids (``patient_id_kind == "per_image_pseudo"``: no real patient id, so one person
+may hide under several ids) get fold ``-1`` by default: they train every fold's model and are never tested,
+since a test image of such a person could have a sibling image in training. ``pseudo_test=True`` lets them be
+test images (each its own group), and the report says so.
+
+With ``inner_val=True`` the split of fold ``k`` leaves fold ``k`` out entirely and holds out fold
+``(k + 1) mod K`` for scoring (as the run's ``test`` rows, ``cv_role = inner_val``): a recipe is chosen on
+those scores, and the outer test fold is never touched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from pepx import CLASSES
+from pepx.data.audit import pixel_hash
+from pepx.data.split import PSEUDO
+from pepx.errors import ConfigError
+
+TRAIN_ONLY = -1
+
+
+def _pseudo(frame: pd.DataFrame) -> pd.Series:
+    if "patient_id_kind" not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return frame["patient_id_kind"].astype(str).eq(PSEUDO)
+
+
+def assign_folds(manifest: pd.DataFrame, k: int, seed: int = 0, pseudo_test: bool = False) -> pd.DataFrame:
+    """The labelled rows of ``manifest`` with a ``fold`` column (0..k-1, or -1 = training only).
+
+    Raises `ConfigError` when ``k < 2`` or a class has fewer testable patients than folds.
+    """
+    if k < 2:
+        raise ConfigError(f"--cv {k}: cross-validation needs at least 2 folds")
+    frame = manifest[manifest["label"].isin(CLASSES)].reset_index(drop=True).copy()
+    frame["patient_id"] = frame["patient_id"].astype(str)
+    pseudo = _pseudo(frame)
+    if pseudo.all():
+        pseudo_test = True  # a plain folder: no real ids at all, images are split one by one
+    testable = frame.index[~pseudo | pseudo_test]
+    groups = np.where(pseudo, "pseudo:" + frame["path"].astype(str), frame["patient_id"])[testable]
+    labels = frame.loc[testable, "label"].to_numpy()
+    for cls in CLASSES:
+        n = len(set(groups[labels == cls]))
+        if 0 < n < k:
+            raise ConfigError(f"--cv {k}: class {cls!r} has only {n} patients that may be tested; "
+                              "use fewer folds")
+    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    frame["fold"] = TRAIN_ONLY
+    for fold, (_, test) in enumerate(folds.split(np.zeros(len(testable)), labels, groups)):
+        frame.loc[testable[test], "fold"] = fold
+    return frame
+
+
+def add_pixel_hashes(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``pixel_sha1`` column (decoded once here when the source has none) for leak checks."""
+    if "pixel_sha1" in frame.columns and frame["pixel_sha1"].notna().all():
+        return frame
+    return frame.assign(pixel_sha1=[pixel_hash(str(p)) for p in frame["path"]])
+
+
+def fold_split(folded: pd.DataFrame, fold: int, inner_val: bool = False) -> pd.DataFrame:
+    """The split of one fold: ``test`` = fold ``fold``, ``train`` = the rest (training-only rows included).
+
+    With ``inner_val`` the outer test fold is dropped, fold ``(fold + 1) mod K`` becomes the scored rows
+    (``split = test``, ``cv_role = inner_val``) and the other folds train.
+    """
+    k = int(folded["fold"].max()) + 1
+    if inner_val and k < 3:
+        raise ConfigError(f"--inner-val needs --cv 3 or more (got {k}): one fold tests, one validates")
+    scored = (fold + 1) % k if inner_val else fold
+    frame = folded[folded["fold"] != fold] if inner_val else folded
+    is_scored = frame["fold"] == scored
+    out = frame.assign(split=np.where(is_scored, "test", "train"),
+                       cv_role=np.where(is_scored, "inner_val" if inner_val else "test", "train"))
+    return out.reset_index(drop=True)
+
+
+def fold_table(folded: pd.DataFrame) -> pd.DataFrame:
+    """Images per class, patients and sources of each fold (``-1`` = training only)."""
+    counts = pd.crosstab(folded["fold"], folded["label"]).reindex(columns=list(CLASSES), fill_value=0)
+    counts["patients"] = folded.groupby("fold")["patient_id"].nunique()
+    counts["sources"] = folded.groupby("fold")["source"].nunique()
+    counts.index = [("training only" if f == TRAIN_ONLY else str(f)) for f in counts.index]
+    counts.index.name = "fold"
+    return counts

@@ -1,0 +1,108 @@
+"""Train a list of independent runs, one at a time or ``n_jobs`` at once in separate processes; resumable.
+
+A run whose folder holds its final predictions after all its epochs is skipped; one with a checkpoint (or a
+metrics file) is resumed, so a killed grid continues where it stopped. Wall seconds per run, summed over
+attempts, are kept in a JSON file beside the runs.
+
+With ``n_jobs > 1`` each run trains in its own process (``spawn``: no OpenMP state is inherited) with
+``cores // n_jobs`` torch threads - or the run's own ``num_threads`` when that is smaller - so the processes
+share the cores instead of fighting over them. A run's result does not depend on ``n_jobs`` as long as its
+thread count does not (float reductions can differ between thread counts; pin ``num_threads`` to compare).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pepx.errors import ConfigError
+from pepx.training import TrainConfig, fit
+from pepx.training.layout import RunLayout
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run: its name (unique in the grid), `TrainConfig` fields and run folder."""
+
+    name: str
+    config: dict[str, Any]
+    folder: Path
+
+
+def is_complete(path: Path, epochs: int) -> bool:
+    """True when the run folder is complete (`RunLayout.state`) after all ``epochs``."""
+    state = RunLayout(path).state()
+    return state.complete and state.epochs_done >= epochs
+
+
+def has_started(path: Path) -> bool:
+    """True when the run folder holds a partial run to resume."""
+    return RunLayout(path).holds_run()
+
+
+def threads_per_job(n_jobs: int, requested: int | None, cores: int | None = None) -> int | None:
+    """Torch threads of one run when ``n_jobs`` run at once: ``cores // n_jobs`` (at least 1), or
+    ``requested`` when that is smaller. With one job, ``requested`` (None = torch's default)."""
+    if n_jobs < 1:
+        raise ConfigError(f"--jobs {n_jobs}: must be >= 1")
+    if n_jobs == 1:
+        return requested
+    share = max(1, (cores or os.cpu_count() or 1) // n_jobs)
+    return share if requested is None else min(requested, share)
+
+
+def train_job(config: dict[str, Any], folder: str, resume: bool) -> float:
+    """Fit one run (in this process); returns its wall seconds."""
+    start = time.perf_counter()
+    fit(TrainConfig.from_dict(config), folder, resume=resume)
+    return time.perf_counter() - start
+
+
+def run_jobs(jobs: Sequence[Job], timings_file: Path, n_jobs: int = 1,
+             log: Callable[[str], None] = print) -> None:
+    """Train every job that is not complete; ``n_jobs`` at a time in worker processes when > 1."""
+    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+    todo: list[tuple[int, Job, bool]] = []
+    for i, job in enumerate(jobs, 1):
+        if is_complete(job.folder, int(job.config["epochs"])):
+            log(f"[{i}/{len(jobs)}] {job.name}: complete, skipped")
+        else:
+            todo.append((i, job, has_started(job.folder)))
+    threads = {job.name: threads_per_job(n_jobs, job.config.get("num_threads")) for _, job, _ in todo}
+
+    def started(i: int, job: Job, resume: bool) -> None:
+        log(f"[{i}/{len(jobs)}] {job.name}: {'resuming' if resume else 'training'} "
+            f"({threads[job.name] or 'default'} threads) ...")
+
+    def finished(i: int, job: Job, seconds: float) -> None:
+        timings[job.name] = timings.get(job.name, 0.0) + seconds
+        timings_file.write_text(json.dumps(timings, indent=1))
+        log(f"[{i}/{len(jobs)}] {job.name}: done in {timings[job.name]:.1f} s")
+
+    if n_jobs == 1 or len(todo) <= 1:
+        for i, job, resume in todo:
+            started(i, job, resume)
+            finished(i, job, train_job({**job.config, "num_threads": threads[job.name]}, str(job.folder),
+                                       resume))
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
+        running: dict[Future, tuple[int, Job]] = {}
+        queue = list(todo)
+        while queue or running:
+            while queue and len(running) < n_jobs:
+                i, job, resume = queue.pop(0)
+                started(i, job, resume)
+                config = {**job.config, "num_threads": threads[job.name]}
+                running[pool.submit(train_job, config, str(job.folder), resume)] = (i, job)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                i, job = running.pop(future)
+                finished(i, job, future.result())
