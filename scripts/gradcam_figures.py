@@ -41,10 +41,10 @@ from pepx.training import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "cxr-real"
-SYNTHETIC = "synthetic:n_per_class=200,size=128"
+SYNTHETIC = "synthetic:n_per_class=200,size=224"
 RECIPE = ["model=pepx_resnet", "model_kwargs.width=0.5", "loss=focal", "loss_kwargs.alpha=1.0",
           "loss_kwargs.gamma=1.0", f"data={SYNTHETIC}", "n_train=130", "n_test=70", "n_val=0",
-          "image_size=128", "augment=true", "epochs=8", "seed=0", "num_threads=1", "progress=false"]
+          "image_size=224", "augment=true", "epochs=8", "seed=0", "num_threads=1", "progress=false"]
 
 
 def contour(mask: np.ndarray) -> np.ndarray:
@@ -73,17 +73,21 @@ def synthetic_part(work: Path, docs: Path, n_boot: int) -> dict:
         maps["layer3"].append(grad_cam(model, x, k, "layer3")[0])
         maps["re-initialised, layer4"].append(grad_cam(random_model, x, k, "layer4")[0])
     rows, tables = [], {}
-    for name, m in maps.items():
-        table = localisation_table(localisation_scores(m, masks), test["patient_id"], n_boot=n_boot)
-        tables[name] = table
-        t = table.set_index("metric")
-        rows.append({"map": f"Grad-CAM, {name}",
-                     **{label: fmt_ci(*t.loc[key, ["value", "low", "high"]])
-                        for key, label in (("pointing_game", "pointing game"),
-                                           ("energy_in_lesion", "energy in lesion"))}})
-    base = tables["layer4"].set_index("metric").loc["uniform_baseline"]
-    rows.append({"map": "uniform (baseline)", "pointing game": fmt_ci(*base[["value", "low", "high"]]),
-                 "energy in lesion": fmt_ci(*base[["value", "low", "high"]])})
+    groups = {"all": np.ones(len(test), dtype=bool), **{lbl: (test["label"] == lbl).to_numpy()
+                                                         for lbl in ("pneumonia", "COVID-19")}}
+    for name, m in [*maps.items(), ("uniform (baseline)", None)]:
+        row = {"map": name if m is None else f"Grad-CAM, {name}"}
+        for group, sel in groups.items():
+            idx = np.flatnonzero(sel)
+            chosen = maps["layer4"] if m is None else m  # the baseline needs only the masks
+            scores = localisation_scores([chosen[i] for i in idx], [masks[i] for i in idx])
+            table = localisation_table(scores, test["patient_id"].iloc[idx], n_boot=n_boot)
+            table = table.set_index("metric")
+            tables[f"{row['map']} | {group}"] = table.reset_index()
+            for key, label in (("pointing_game", "pointing game"), ("energy_in_lesion", "energy in lesion")):
+                key = "uniform_baseline" if m is None else key
+                row[f"{label} ({group})"] = fmt_ci(*table.loc[key, ["value", "low", "high"]])
+        rows.append(row)
     from scipy.stats import spearmanr
 
     rho = np.array([spearmanr(a.ravel(), b.ravel()).statistic
