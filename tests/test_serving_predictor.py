@@ -95,6 +95,8 @@ def test_predict_tensor_is_thread_safe_while_explaining(predictor):
         assert np.abs(r - expected).max() < 1e-6
     assert np.array_equal(results[8].map, results[9].map)
     assert all(p.grad is None for p in predictor._model.parameters())
+    # explain's hooks live on a private copy: a thread in predict_tensor never runs through them
+    assert predictor._cam_model is not None and predictor._cam_model is not predictor._model
 
 
 def test_explain_maps_back_onto_the_image(predictor):

@@ -72,12 +72,7 @@ def _draw_reliability(ax, frame: pd.DataFrame, n_bins: int, title: str) -> None:
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     for x, y, n in zip(centres[used], acc[used], count[used], strict=True):
         ax.text(x, min(y + 0.02, 0.97), str(n), ha="center", fontsize=7)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence (top-class probability)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
+    _unit_axes(ax, "confidence (top-class probability)", "accuracy", title, legend="upper left")
 
 
 def plot_roc(curves: dict[str, pd.DataFrame], path: str | Path, aurocs: dict[str, str] | None = None,
@@ -90,10 +85,16 @@ def plot_roc(curves: dict[str, pd.DataFrame], path: str | Path, aurocs: dict[str
             label = display + (f" (AUROC {aurocs[cls]})" if aurocs and cls in aurocs else "")
             ax.plot(curves[cls]["fpr"], curves[cls]["tpr"], label=label, lw=1.5)
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    _unit_axes(ax, "1 - specificity (false-positive rate)", "sensitivity (true-positive rate)", title,
+               legend="lower right")
+    return save(fig, path)
+
+
+def _unit_axes(ax, xlabel: str, ylabel: str, title: str, legend: str) -> None:
+    """Both axes on [0, 1] (a little headroom on y), labels, title and a small legend."""
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
-    ax.set_xlabel("1 - specificity (false-positive rate)")
-    ax.set_ylabel("sensitivity (true-positive rate)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=7)
-    return save(fig, path)
+    ax.legend(loc=legend, fontsize=7)

@@ -105,13 +105,8 @@ class Predictor:
 
     def predict_tensor(self, x: torch.Tensor) -> np.ndarray:
         """Preprocessed inputs [N, 1, S, S] -> calibrated probabilities [N, num_classes] (float32)."""
-        self._check_input(x)
-        if self._session is not None:
-            (probs,) = self._session.run(["probabilities"], {"image": x.float().cpu().numpy()})
-            return np.asarray(probs, dtype=np.float32)
-        with torch.inference_mode():
-            logits = self._model(self._to_device(x))
-            return torch.softmax(logits.float() / self.temperature, dim=1).cpu().numpy()
+        logits = torch.from_numpy(self.predict_logits(x))
+        return torch.softmax(logits / self.temperature, dim=1).numpy()
 
     def predict_logits(self, x: torch.Tensor) -> np.ndarray:
         """Uncalibrated logits [N, num_classes] of preprocessed inputs (what calibration is fitted on)."""
