@@ -152,3 +152,15 @@ def test_predict_straight_from_a_run_folder(exported, tmp_path, capsys):
     good_and_bad_folder(tmp_path / "films")
     assert main(["predict", str(tmp_path / "films" / "a.png"), "--model", str(run)]) == 0
     assert "not calibrated" in capsys.readouterr().out
+
+
+def test_export_calibrates_on_other_data_but_refuses_the_training_patients(exported, tmp_path, capsys):
+    run, _ = exported
+    other = "synthetic:n_per_class=8,size=64,seed=1"  # other patients (ids carry the seed)
+    assert main(["export", str(run), "--out", str(tmp_path / "b"), "--calibrate", other, "--target",
+                 "--n-boot", "50", "--report", str(tmp_path / "report")]) == 0
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.config["calibration"]["fitted_on"] == f"{other} (24 images)" and bundle.thresholds == {}
+    same = "synthetic:n_per_class=24,size=64"  # the data the run trained on
+    assert main(["export", str(run), "--out", str(tmp_path / "c"), "--calibrate", same]) == 2
+    assert "patients are also in the run's training split" in capsys.readouterr().err
