@@ -9,3 +9,12 @@ __version__ = "0.1.0"
 CLASSES: tuple[str, ...] = ("normal", "pneumonia", "COVID-19")
 #: The paper's names for the same classes, in the same order.
 CLASS_DISPLAY: tuple[str, ...] = ("Normal", "Non-COVID", "COVID-19")
+
+
+def __getattr__(name: str):
+    """`pepx.load_bundle` and `pepx.Predictor` on first use, so `import pepx` stays light."""
+    if name in ("load_bundle", "Predictor"):
+        from pepx import serving
+
+        return getattr(serving, name)
+    raise AttributeError(f"module 'pepx' has no attribute {name!r}")

@@ -13,8 +13,8 @@ from pepx import CLASSES
 from pepx.data import DataError, confound_report
 from pepx.evaluation.bootstrap import LEVEL, N_BOOT, bootstrap_metrics, check_bootstrap
 from pepx.evaluation.breakdown import BREAKDOWN_METRICS, breakdowns
-from pepx.evaluation.metrics import confusion_matrix
-from pepx.evaluation.plots import plot_confusion, plot_reliability
+from pepx.evaluation.metrics import PROB_COLUMNS, confusion_matrix
+from pepx.evaluation.plots import plot_confusion, plot_reliability, plot_roc
 from pepx.evaluation.report import (
     breakdown_markdown,
     confusion_markdown,
@@ -22,12 +22,14 @@ from pepx.evaluation.report import (
     metrics_markdown,
     write_json,
 )
+from pepx.evaluation.roc import auroc_table, roc_curves
 
 
 def evaluate_predictions(frame: pd.DataFrame, out: str | Path, *, title: str = "Evaluation",
                          n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL,
                          notes: list[str] | None = None) -> dict:
-    """Write predictions.csv, metrics.json, report.md, confusion_matrix.png and reliability.png into ``out``.
+    """Write predictions.csv, metrics.json, report.md, confusion_matrix.png, reliability.png and roc.png
+    into ``out``.
 
     ``frame`` is a predictions frame (`predictions.csv` columns). Returns what ``metrics.json`` holds.
     Raises `ConfigError` for ``n_boot`` < 1 or a ``level`` outside (0, 1), and `DataError` when no row has a
@@ -53,10 +55,16 @@ def evaluate_predictions(frame: pd.DataFrame, out: str | Path, *, title: str = "
     plot_confusion(cm, out / "confusion_matrix.png", title=title)
     if ece is not None:
         plot_reliability(frame, out / "reliability.png", ece=ece, title=title)
+    auroc = None
+    if all(c in frame.columns for c in PROB_COLUMNS):
+        auroc = auroc_table(frame, n_boot=n_boot, seed=seed, level=level)
+        labels = {m.removeprefix("auroc_"): fmt_ci(v, lo, hi)
+                  for m, v, lo, hi in auroc.itertuples(index=False)}
+        plot_roc(roc_curves(frame), out / "roc.png", aurocs=labels, title=f"{title}: ROC")
     summary = {
         "title": title, "n_images": len(frame), "n_patients": int(frame["patient_id"].nunique()),
         "bootstrap": {"n_boot": n_boot, "seed": seed, "level": level, "unit": "patient, within class"},
-        "metrics": table, "confusion_matrix": cm, "breakdowns": groups, "warnings": warnings,
+        "metrics": table, "auroc": auroc, "confusion_matrix": cm, "breakdowns": groups, "warnings": warnings,
         "notes": notes,
     }
     write_json(summary, out / "metrics.json")
@@ -89,6 +97,10 @@ def evaluation_markdown(summary: dict, level: float = LEVEL, heading: str = "#")
               "![confusion matrix](confusion_matrix.png)", ""]
     if "ece" in set(table["metric"]):
         lines += ["![reliability diagram](reliability.png)", ""]
+    if summary.get("auroc") is not None:
+        lines += [f"{heading}# ROC and AUROC", "",
+                  "Each class against the other two, on its own probability; macro = mean of the three.", "",
+                  metrics_markdown(summary["auroc"], level=level), "", "![ROC curves](roc.png)", ""]
     for col, groups in summary["breakdowns"].items():
         lines += [f"{heading}# By {col}", "", breakdown_markdown(groups, BREAKDOWN_METRICS), ""]
     return "\n".join(lines)

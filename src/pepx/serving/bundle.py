@@ -1,0 +1,270 @@
+"""Model bundle: the one folder a trained pepx model travels as, in the Hugging Face layout.
+
+    BUNDLE/
+      config.json         architecture and kwargs, classes in order, input size and channels, the
+                          preprocessing, the calibration temperature, per-class operating points, pepx / torch
+                          versions, and the sha256 of the weights
+      model.safetensors   the weights (safetensors: loading never unpickles)
+      README.md           the model card
+
+`load_bundle(path)` checks the folder before anything runs: a missing or malformed file, an unknown format
+version, or weights whose sha256 differs from config.json's is a `BundleError` naming the bundle and the
+reason. Weights are stored as fp16 for the large tensors (convolution and linear weights, >= 1,024 values:
+almost every byte) and fp32 for the rest (batch-norm statistics, biases, PEPX-ResNet's A, B, C); they are
+computed in fp32. A bundle's numbers (card, calibration, operating points) are measured on the weights as
+stored, after that rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+import pepx
+from pepx.data.transforms import Preprocess
+from pepx.errors import BundleError
+
+FORMAT, FORMAT_VERSION = "pepx-bundle", 1
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
+#: The bundle that ships inside the package (`pepx predict` without `--model`).
+SHIPPED = "pepx-resnet-focal-cxr-real"
+#: Floating tensors with at least this many values are stored as fp16 when `half=True`.
+HALF_MIN_NUMEL = 1024
+#: What `pepx.data` does to an image before the network sees it; recorded in config.json for other runtimes.
+PREPROCESS_STEPS = (
+    "read as grayscale float in [0, 1] (pepx.data.read_image; DICOM: modality + VOI LUT, MONOCHROME1 "
+    "inverted)",
+    "remove the top `top_crop` fraction of rows; centre-crop to a square when `square`",
+    "min-max stretch to uint8, resize to image_size x image_size (Pillow bilinear, reducing_gap=2.0)",
+    "divide by 255; `normalize: image` = subtract the image's mean, divide by its sd (min 1e-3)",
+)
+
+
+def default_bundle_path() -> Path:
+    """The folder of the bundle shipped with the package."""
+    return Path(str(resources.files("pepx.serving").joinpath("bundles", SHIPPED)))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    """A loaded bundle: `config` (config.json), `card` (README.md) and the verified weights."""
+
+    path: Path
+    config: dict[str, Any]
+    card: str
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+
+    # ------------------------------------------------------------------ what config.json says
+    @property
+    def id(self) -> str:
+        return str(self.config["id"])
+
+    @property
+    def version(self) -> str:
+        return str(self.config["version"])
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.config["classes"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config["input"]["image_size"])
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.config["input"].get("channels", 1))
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess.from_any(self.config["preprocess"]["settings"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.config["calibration"]["temperature"])
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Operating point per class (probability at or above which the class is flagged); may be empty."""
+        points = self.config.get("operating_points") or {}
+        return {c: float(p["threshold"]) for c, p in points.items()}
+
+    @property
+    def sha256(self) -> str:
+        return str(self.config["weights"]["sha256"])
+
+    # ------------------------------------------------------------------ use
+    def build_model(self) -> nn.Module:
+        """The network in eval mode, fp32, on the CPU, with the bundle's weights."""
+        from pepx.models import create_model
+
+        arch = self.config["architecture"]
+        try:
+            model = create_model(arch["name"], num_classes=len(self.classes), in_chans=self.in_chans,
+                                 **arch.get("kwargs", {}))
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                   for k, v in self.tensors.items()}, strict=True)
+        except (RuntimeError, TypeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise BundleError(f"{self.path}: weights do not fit {arch['name']}{arch.get('kwargs', {})}: "
+                              f"{first}") from None
+        return model.eval()
+
+    def save(self, out: str | Path) -> Bundle:
+        """Write this bundle (same weights bytes, config, card) into the folder `out`; returns it loaded."""
+        return _write(Path(out), copy.deepcopy(self.config), self.tensors, self.card)
+
+    def with_changes(self, config: dict[str, Any] | None = None, card: str | None = None) -> Bundle:
+        """A copy in memory with `config` entries merged (top level) and/or a new card; `save` writes it."""
+        merged = {**copy.deepcopy(self.config), **(config or {})}
+        return Bundle(self.path, merged, self.card if card is None else card, self.tensors)
+
+
+# ---------------------------------------------------------------------- writing
+def stored_tensors(model: nn.Module, half: bool = True) -> dict[str, torch.Tensor]:
+    """The state dict as it is stored: large floating tensors in fp16 when `half` (see module docstring)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        if half and v.is_floating_point() and v.numel() >= HALF_MIN_NUMEL:
+            v = v.half()
+        out[k] = v.clone()
+    return out
+
+
+def round_like_bundle(model: nn.Module, half: bool = True) -> nn.Module:
+    """Load the stored (rounded) weights back into `model` in place: it then scores exactly as its bundle."""
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                           for k, v in stored_tensors(model, half).items()})
+    return model
+
+
+def bundle_config(model_name: str, model_kwargs: dict[str, Any], *, image_size: int,
+                  preprocess: Preprocess | dict[str, Any] | None = None, in_chans: int = 1,
+                  classes: tuple[str, ...] = pepx.CLASSES, bundle_id: str = "pepx-model",
+                  version: str = "0.1.0", temperature: float = 1.0,
+                  operating_points: dict[str, dict[str, Any]] | None = None,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config.json's content, less the `weights` entry (written by `write_bundle`)."""
+    settings = Preprocess.from_any(preprocess)
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "id": bundle_id, "version": version,
+        "architecture": {"name": model_name, "kwargs": dict(model_kwargs)},
+        "classes": list(classes), "class_display": list(pepx.CLASS_DISPLAY) if classes == pepx.CLASSES else
+        list(classes),
+        "input": {"image_size": int(image_size), "channels": int(in_chans), "layout": "NCHW float32"},
+        "preprocess": {"settings": {"top_crop": settings.top_crop, "square": settings.square,
+                                    "normalize": settings.normalize},
+                       "steps": list(PREPROCESS_STEPS)},
+        "calibration": {"method": "temperature", "temperature": float(temperature),
+                        "probabilities": "softmax(logits / temperature)"},
+        "operating_points": operating_points or {},
+        "versions": {"pepx": pepx.__version__, "torch": torch.__version__.split("+")[0],
+                     "python": platform.python_version()},
+        **(extra or {}),
+    }
+
+
+def write_bundle(model: nn.Module, out: str | Path, config: dict[str, Any], card: str = "",
+                 half: bool = True) -> Bundle:
+    """Write `model`'s weights, `config` (from `bundle_config`) and the model card `card` into `out`."""
+    return _write(Path(out), copy.deepcopy(config), stored_tensors(model, half), card)
+
+
+def _write(out: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor], card: str) -> Bundle:
+    # one metadata key only: safetensors writes a metadata map in no fixed order, and the bytes must repeat
+    data = save_safetensors(tensors, metadata={"format": "pt"})
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in tensors.values()})
+    config["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_bytes(data), "bytes": len(data),
+                         "dtypes": dtypes, "parameters": int(sum(v.numel() for v in tensors.values()
+                                                                 if v.is_floating_point()))}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / WEIGHTS_FILE).write_bytes(data)
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
+    (out / CARD_FILE).write_text(card if card.endswith("\n") or not card else card + "\n")
+    return load_bundle(out)
+
+
+# ---------------------------------------------------------------------- loading
+_REQUIRED = ("id", "version", "architecture", "classes", "input", "preprocess", "calibration", "weights")
+
+
+def load_bundle(path: str | Path | None = None) -> Bundle:
+    """Read and check the bundle folder `path` (None: the shipped bundle). Never unpickles.
+
+    Raises `BundleError` naming the bundle and the reason for a missing or malformed file, an unsupported
+    format version, or weights whose sha256 differs from the one config.json records.
+    """
+    root = default_bundle_path() if path is None else Path(path)
+    if root.is_file() and root.name == CONFIG_FILE:
+        root = root.parent
+    if not root.is_dir():
+        raise BundleError(f"{root}: no such bundle folder")
+    if not (root / CONFIG_FILE).is_file():
+        if (root / "config.yaml").is_file():
+            raise BundleError(f"{root} is a run folder, not a bundle: make one with `pepx export {root} "
+                              "--out BUNDLE`")
+        raise BundleError(f"{root}: not a bundle (no {CONFIG_FILE})")
+    config = _read_config(root)
+    weights = root / str(config["weights"].get("file", WEIGHTS_FILE))
+    if not weights.is_file():
+        raise BundleError(f"{root}: weights file {weights.name} is missing")
+    data = weights.read_bytes()
+    expected = str(config["weights"].get("sha256", ""))
+    if sha256_bytes(data) != expected:
+        raise BundleError(f"{root}: {weights.name} fails its checksum (sha256 {sha256_bytes(data)[:16]}..., "
+                          f"config.json says {expected[:16]}...): the weights were changed or damaged")
+    try:
+        tensors = load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise BundleError(f"{root}: {weights.name} is not a readable safetensors file ({err})") from None
+    card = (root / CARD_FILE).read_text() if (root / CARD_FILE).is_file() else ""
+    return Bundle(root, config, card, tensors)
+
+
+def _read_config(root: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((root / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{root}: {CONFIG_FILE} is not valid JSON ({err})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise BundleError(f"{root}: {CONFIG_FILE} is not a pepx bundle config (format != {FORMAT!r})")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise BundleError(f"{root}: bundle format {config.get('format_version')} is newer than this pepx "
+                          f"reads ({FORMAT_VERSION}): upgrade pepx")
+    missing = [k for k in _REQUIRED if k not in config]
+    if missing:
+        raise BundleError(f"{root}: {CONFIG_FILE} lacks {', '.join(missing)}")
+    try:
+        size = int(config["input"]["image_size"])
+        temperature = float(config["calibration"]["temperature"])
+        Preprocess.from_any(config["preprocess"]["settings"])
+        classes = config["classes"]
+        str(config["architecture"]["name"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise BundleError(f"{root}: {CONFIG_FILE} has a malformed entry ({type(err).__name__}: {err})"
+                          ) from None
+    if size < 8 or not temperature > 0 or not classes or not all(isinstance(c, str) for c in classes):
+        raise BundleError(f"{root}: {CONFIG_FILE}: image_size must be >= 8, temperature > 0, classes a "
+                          "non-empty list of names")
+    return config
+
+
+__all__ = ["Bundle", "BundleError", "bundle_config", "default_bundle_path", "load_bundle",
+           "round_like_bundle", "stored_tensors", "write_bundle"]
