@@ -150,12 +150,117 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- predict
+def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="class and calibrated probabilities of chest X-rays, Grad-CAM maps")
+    p.add_argument("inputs", nargs="+", help="image files (PNG, JPEG, DICOM, ...), folders (recursive), "
+                   "globs")
+    p.add_argument("--model", help="bundle or run folder (default: the bundle shipped with pepx)")
+    p.add_argument("--out", help="write every row to a .csv or .json file (default: print a table)")
+    p.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay (.png) and raw map (.npy) per "
+                   "image")
+    p.add_argument("--cam-class", help="class to explain (default: the predicted one)")
+    p.add_argument("--cam-layer", help="Grad-CAM target layer (default: the last stage, e.g. layer4)")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pepx.serving import files
+
+    if args.model and (Path(args.model) / "config.yaml").is_file():  # a run folder (imports Lightning)
+        from pepx.serving.build import predictor_from_run
+
+        predictor = predictor_from_run(args.model, runtime=args.runtime, device=args.device)
+        print(f"{args.model} is a run folder: probabilities are not calibrated (`pepx export` makes a "
+              "bundle)")
+    else:
+        from pepx.serving import Predictor
+
+        predictor = Predictor.from_bundle(args.model, runtime=args.runtime, device=args.device)
+    if args.cam_class is not None and args.cam_class not in predictor.classes:
+        raise ValueError(f"--cam-class {args.cam_class!r}: choose one of {', '.join(predictor.classes)}")
+    preds = predictor.predict(files.collect_inputs(args.inputs), batch_size=args.batch_size)
+    for p in preds:
+        if p.status != "ok":
+            print(f"pepx predict: skipped {p.source}: {p.error}", file=sys.stderr)
+    n_ok = sum(p.status == "ok" for p in preds)
+    cams = files.write_cams(predictor, preds, args.cam, args.cam_class, args.cam_layer) if args.cam else None
+    bundle = predictor.bundle
+    if args.out:
+        out = files.write_predictions(preds, args.out, {"cam": cams} if cams else None)
+        print(f"{bundle.id} {bundle.version}: wrote {len(preds)} rows to {out} ({n_ok} predicted, "
+              f"{len(preds) - n_ok} unreadable)")
+    else:
+        print(f"{bundle.id} {bundle.version} (calibrated probabilities; research use only)")
+        print(files.print_table(preds))
+    if cams:
+        print(f"Grad-CAM overlays and maps: {args.cam}")
+    if n_ok == 0:
+        print(f"pepx predict: error: none of the {len(preds)} inputs could be read", file=sys.stderr)
+        return 2
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export",
+                       help="bundle a trained run (calibrated, with a model card); ONNX, TorchScript")
+    p.add_argument("source", help="run folder written by `pepx train`, or a bundle folder")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--format", nargs="+", choices=["onnx", "torchscript"], default=[],
+                   help="also write model.onnx / model.torchscript.pt and check their parity")
+    p.add_argument("--calibrate", metavar="SOURCE",
+                   help="data to fit the temperature on (default: the run's val split)")
+    p.add_argument("--target", nargs="*", metavar="CLASS=SENS", default=None,
+                   help="operating points: validation sensitivity per class (default: COVID-19=0.95)")
+    p.add_argument("--id", help="bundle id (default: MODEL-LOSS-RUNNAME)")
+    p.add_argument("--version", default="0.1.0")
+    p.add_argument("--fp32", action="store_true", help="store every weight as fp32 (default: fp16 for large)")
+    p.add_argument("--n-boot", type=int, default=2000)
+    p.add_argument("--report", help="evaluation folder (default: RUN/bundle_report)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pepx.serving.export import export_formats, parity_inputs
+
+    if (Path(args.source) / "config.json").is_file():
+        from pepx.serving import load_bundle
+
+        bundle = load_bundle(args.source)
+        if Path(args.out).resolve() != bundle.path.resolve():
+            bundle = bundle.save(args.out)
+    else:
+        from pepx.serving.build import bundle_from_run, parse_targets
+
+        result = bundle_from_run(args.source, args.out, bundle_id=args.id, version=args.version,
+                                 calibrate=args.calibrate, targets=parse_targets(args.target),
+                                 half=not args.fp32, n_boot=args.n_boot, report_dir=args.report)
+        bundle = result.bundle
+        print(result.text)
+    print(f"bundle: {bundle.path} ({bundle.config['weights']['bytes'] / 1e6:.1f} MB weights, sha256 "
+          f"{bundle.sha256[:16]}...)")
+    if args.format:
+        inputs, what = parity_inputs(bundle)
+        for fmt, entry in export_formats(bundle, args.format, inputs, what).items():
+            print(f"{fmt}: {bundle.path / entry['file']}: max |p - p_eager| = "
+                  f"{entry['parity_max_abs_prob_diff']:.2e} on {what}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pepx", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
-                _add_reproduce_parser):
+                _add_reproduce_parser, _add_predict_parser, _add_export_parser):
         add(sub)
     return parser
 

@@ -124,6 +124,29 @@ def parity(bundle: Bundle, fmt: str, file: str | Path, inputs: torch.Tensor) -> 
     return float(np.abs(np.asarray(got) - eager).max())
 
 
+def parity_inputs(bundle: Bundle, limit: int = 32) -> tuple[torch.Tensor, str]:
+    """Preprocessed inputs for the parity check: the bundle's reference test images (config.json `checks`)
+    where they can be found, else seeded random inputs; and a phrase saying which."""
+    from pepx.data import read_image
+    from pepx.serving.predictor import Predictor
+
+    paths = check_images(bundle)[:limit]
+    if paths:
+        predictor = Predictor(bundle, device="cpu")
+        return torch.stack([predictor.preprocess(read_image(p)) for p in paths]), f"{len(paths)} test images"
+    return example_input(bundle, 16), "16 random inputs (the bundle's reference images were not found)"
+
+
+def check_images(bundle: Bundle) -> list[Path]:
+    """The bundle's reference images (config.json `checks`) that exist here; paths are relative to the folder
+    of the data source they came from (`csv:FILE` -> FILE's folder, `folder:DIR` -> DIR)."""
+    checks = bundle.config.get("checks") or {}
+    fmt, _, where = str(checks.get("data", "")).partition(":")
+    root = Path(where).parent if fmt == "csv" else Path(where) if fmt == "folder" else Path()
+    paths = [root / c["path"] for c in checks.get("images", [])]
+    return [p for p in paths if p.is_file()]
+
+
 def export_formats(bundle: Bundle, formats: list[str] | tuple[str, ...], inputs: torch.Tensor,
                    what: str = "") -> dict[str, dict[str, Any]]:
     """Write each format's file into the bundle folder, measure its parity on `inputs` (described by `what`),
@@ -144,5 +167,5 @@ def export_formats(bundle: Bundle, formats: list[str] | tuple[str, ...], inputs:
     return exports
 
 
-__all__ = ["FORMATS", "CalibratedNet", "export_formats", "onnx_bytes", "onnx_session", "parity",
-           "torchscript_bytes"]
+__all__ = ["FORMATS", "CalibratedNet", "check_images", "export_formats", "onnx_bytes", "onnx_session",
+           "parity", "parity_inputs", "torchscript_bytes"]

@@ -96,14 +96,26 @@ class Predictor:
 
     def predict_tensor(self, x: torch.Tensor) -> np.ndarray:
         """Preprocessed inputs [N, 1, S, S] -> calibrated probabilities [N, num_classes] (float32)."""
-        if x.ndim != 4 or x.shape[1] != self.bundle.in_chans or x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"expected [N, {self.bundle.in_chans}, S, S] inputs, got {tuple(x.shape)}")
+        self._check_input(x)
         if self._session is not None:
             (probs,) = self._session.run(["probabilities"], {"image": x.float().cpu().numpy()})
             return np.asarray(probs, dtype=np.float32)
         with torch.inference_mode():
             logits = self._model(x.float().to(self.device))
             return torch.softmax(logits.float() / self.temperature, dim=1).cpu().numpy()
+
+    def predict_logits(self, x: torch.Tensor) -> np.ndarray:
+        """Uncalibrated logits [N, num_classes] of preprocessed inputs (what calibration is fitted on)."""
+        self._check_input(x)
+        if self._session is not None:
+            (logits,) = self._session.run(["logits"], {"image": x.float().cpu().numpy()})
+            return np.asarray(logits, dtype=np.float32)
+        with torch.inference_mode():
+            return self._model(x.float().to(self.device)).float().cpu().numpy()
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.bundle.in_chans or x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"expected [N, {self.bundle.in_chans}, S, S] inputs, got {tuple(x.shape)}")
 
     # ------------------------------------------------------------------ many inputs
     def predict(self, inputs: Sequence[str | Path | np.ndarray], batch_size: int = 32,

@@ -1,0 +1,268 @@
+"""Make a bundle from a training run (`pepx export RUN --out BUNDLE`).
+
+1. the run's weights, rounded as the bundle stores them (fp16 for the large tensors);
+2. logits of the validation split (or of `calibrate=SOURCE`) and of the test split, through the `Predictor`'s
+   own reading and preprocessing, so every number below is what the bundle gives;
+3. the temperature (`pepx.evaluation.calibration`) and, per class asked for, the operating point whose
+   validation sensitivity reaches its target (`pepx.evaluation.roc`);
+4. the test evaluation of the calibrated bundle (`evaluate_predictions`: metrics, AUROC, per source and age,
+   with patient-bootstrap CIs), calibration before/after, the operating points' test sensitivity and
+   specificity, and a handful of reference predictions;
+5. config.json and the model card; the evaluation files go to `report_dir` (default `RUN/bundle_report`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pepx import CLASSES
+from pepx.data import confound_report, leak_check, load_source, read_image
+from pepx.errors import ConfigError, RunError
+from pepx.evaluation.bootstrap import N_BOOT
+from pepx.evaluation.calibration import calibration_table, fit_temperature, probabilities
+from pepx.evaluation.evaluate import evaluate_predictions
+from pepx.evaluation.plots import plot_reliability_pair
+from pepx.evaluation.roc import sens_spec, threshold_for_sensitivity
+from pepx.serving.bundle import Bundle, bundle_config, round_like_bundle, write_bundle
+from pepx.serving.card import model_card
+from pepx.serving.predictor import Predictor
+from pepx.serving.runs import RunInfo, read_run
+
+#: Operating points made by default: class -> target sensitivity on the validation split.
+DEFAULT_TARGETS: dict[str, float] = {"COVID-19": 0.95}
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    bundle: Bundle
+    report_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        """A few lines for the terminal: temperature, test accuracy and AUROC, operating points, files."""
+        s = self.summary
+        m = s["bundle"]["test_metrics"]
+        lines = [f"calibration: T = {s['calibration']['temperature']:.3f} ({s['calibration']['fitted_on']})",
+                 f"test: accuracy {_ci(m['accuracy'])}, macro AUROC {_ci(m['auroc_macro'])} "
+                 f"({s['evaluation']['n_images']} images)"]
+        for cls, p in s["operating_points"].items():
+            t = p["test"]
+            lines.append(f"operating point {cls}: p >= {p['threshold']:.3f} (validation sensitivity "
+                         f"{p['val_sensitivity']:.3f}); test sensitivity {t['sensitivity']:.3f}, specificity "
+                         f"{t['specificity']:.3f}")
+        lines.append(f"model card: {self.bundle.path / 'README.md'}; evaluation: {self.report_dir}")
+        return "\n".join(lines)
+
+
+def _ci(v: list[float | None]) -> str:
+    return "-" if v[0] is None else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+
+
+def parse_targets(items: list[str] | None) -> dict[str, float] | None:
+    """`["COVID-19=0.95", ...]` -> `{"COVID-19": 0.95}`; None -> None (the default targets)."""
+    if items is None:
+        return None
+    out = {}
+    for item in items:
+        cls, sep, value = item.partition("=")
+        try:
+            out[cls] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not 0 < out.get(cls, 0) <= 1:
+            raise ConfigError(f"--target {item!r}: expected CLASS=SENSITIVITY with 0 < SENSITIVITY <= 1")
+    return out
+
+
+def predictor_from_run(run_dir: str | Path, runtime: str = "torch", device: str | None = None) -> Predictor:
+    """A `Predictor` straight from a run folder: its weights as trained (fp32), no calibration (T = 1)."""
+    run = read_run(run_dir)
+    cfg = run.config
+    config = bundle_config(cfg.model, cfg.model_kwargs, image_size=cfg.image_size, in_chans=cfg.in_chans,
+                           preprocess=getattr(cfg, "preprocess", None), bundle_id=f"run {run.path.name}",
+                           version="uncalibrated")
+    with tempfile.TemporaryDirectory() as tmp:
+        return Predictor(write_bundle(run.model, tmp, config, half=False), runtime=runtime, device=device)
+
+
+def logits_for(predictor: Predictor, paths: list[str], batch_size: int = 64) -> np.ndarray:
+    """Logits [N, C] of image files, read and preprocessed exactly as `Predictor.predict` does."""
+    out = [np.zeros((0, len(predictor.classes)), dtype=np.float32)]
+    for start in range(0, len(paths), batch_size):
+        x = torch.stack([predictor.preprocess(read_image(p)) for p in paths[start : start + batch_size]])
+        out.append(predictor.predict_logits(x))
+    return np.concatenate(out)
+
+
+def _labels(frame: pd.DataFrame) -> np.ndarray:
+    return np.array([CLASSES.index(v) for v in frame["label"]], dtype=np.int64)
+
+
+def predictions_frame(frame: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
+    """`predictions.csv` rows (pepx.training's columns) of `frame` with probabilities `probs`."""
+    out = pd.DataFrame({c: frame[c].to_numpy() if c in frame else pd.NA
+                        for c in ("path", "label", "patient_id", "source", "age_group", "split")})
+    out["y_true"], out["y_pred"] = _labels(frame), probs.argmax(1)
+    for k, c in enumerate(CLASSES):
+        out[f"prob_{c}"] = probs[:, k]
+    return out
+
+
+def _calibration_rows(run: RunInfo, calibrate: str | None) -> tuple[pd.DataFrame, str]:
+    if calibrate is None:
+        val = run.rows("val")
+        return val, f"the run's validation split ({len(val)} images)"
+    frame = load_source(calibrate).manifest
+    trained = run.rows("train").assign(split="train")
+    report = leak_check(pd.concat([trained, frame.assign(split="val")], ignore_index=True))
+    if not report.ok:
+        raise ConfigError(f"--calibrate {calibrate}: {report.n_patient_overlap()} patients are also in the "
+                          "run's training split; calibrate on images the run never saw")
+    return frame.reset_index(drop=True), f"{calibrate} ({len(frame)} images)"
+
+
+def _shortcut(test: pd.DataFrame, train: pd.DataFrame) -> dict[str, float] | None:
+    """Adult pneumonia films of the test split and what the bundle calls them; the age mix of training."""
+    if "age_group" not in test or "age_group" not in train:
+        return None
+    adult = test[(test["age_group"] == "adult") & (test["y_true"] == CLASSES.index("pneumonia"))]
+
+    def share(label: str, age: str) -> float:
+        rows = train[train["label"] == label]
+        return float((rows["age_group"] == age).mean()) if len(rows) else float("nan")
+
+    return {"n": len(adult), "as_covid": int((adult["y_pred"] == CLASSES.index("COVID-19")).sum()),
+            "correct": int((adult["y_pred"] == CLASSES.index("pneumonia")).sum()),
+            "train_covid_adult": share("COVID-19", "adult"),
+            "train_pneumonia_child": share("pneumonia", "pediatric")}
+
+
+def _checks(test: pd.DataFrame, data: str, per_class: int) -> list[dict[str, Any]]:
+    """The first `per_class` test images of each class (by path) with their probabilities; paths relative to
+    the data source's folder when it is `csv:FILE` or `folder:DIR`."""
+    fmt, _, where = data.partition(":")
+    root = {"csv": Path(where).resolve().parent, "folder": Path(where).resolve()}.get(fmt)
+    rows = test.sort_values("path").groupby("y_true", sort=True).head(per_class)
+    rows = rows.sort_values(["y_true", "path"])
+    out = []
+    for r in rows.to_dict(orient="records"):
+        path = Path(r["path"]).resolve()
+        rel = path.relative_to(root) if root is not None and path.is_relative_to(root) else path
+        out.append({"path": str(rel), "label": r["label"],
+                    "probabilities": [round(float(r[f"prob_{c}"]), 6) for c in CLASSES]})
+    return out
+
+
+def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | None = None,
+                    version: str = "0.1.0", calibrate: str | None = None,
+                    targets: dict[str, float] | None = None, half: bool = True, n_boot: int = N_BOOT,
+                    report_dir: str | Path | None = None, n_checks: int = 4,
+                    command: str | None = None) -> BuildResult:
+    """Make the bundle `out` from the run folder `run_dir` (steps in the module docstring).
+
+    Args:
+        bundle_id, version: the bundle's name and version (default id: `<model>-<loss>-<run folder name>`).
+        calibrate: a data SOURCE to fit the temperature and operating points on instead of the run's `val`
+            rows (it must share no patient with the run's training rows).
+        targets: class -> validation sensitivity of its operating point (default `DEFAULT_TARGETS`;
+            `{}`: none).
+        half: store the large tensors as fp16. n_boot: bootstrap resamples of every CI.
+        n_checks: reference test images per class recorded in config.json (the suite re-scores them).
+        command: the command that trained the run, quoted in the card.
+    """
+    run = read_run(run_dir)
+    cfg = run.config
+    targets = DEFAULT_TARGETS if targets is None else targets
+    unknown = sorted(set(targets) - set(CLASSES))
+    if unknown:
+        raise ConfigError(f"operating point for unknown class(es) {unknown}; classes: {', '.join(CLASSES)}")
+    out = Path(out)
+    report = Path(report_dir) if report_dir is not None else run.path / "bundle_report"
+    base = bundle_config(cfg.model, cfg.model_kwargs, image_size=cfg.image_size, in_chans=cfg.in_chans,
+                         preprocess=getattr(cfg, "preprocess", None),
+                         bundle_id=bundle_id or f"{cfg.model}-{cfg.loss}-{run.path.name}", version=version)
+    model = round_like_bundle(run.model, half)
+    with tempfile.TemporaryDirectory() as tmp:  # the uncalibrated bundle gives the logits
+        predictor = Predictor(write_bundle(model, tmp, base, half=half), device="cpu")
+    cal_rows, cal_what = _calibration_rows(run, calibrate)
+    test = run.rows("test")
+    if test.empty:
+        raise RunError(f"{run.path}: no test rows in split.csv, so there is nothing to put in the model card")
+    test_logits = logits_for(predictor, list(test["path"]))
+    y_test = _labels(test)
+    temperature, cal_table, points = 1.0, None, {}
+    if len(cal_rows):
+        cal_logits, y_cal = logits_for(predictor, list(cal_rows["path"])), _labels(cal_rows)
+        temperature = fit_temperature(cal_logits, y_cal)
+        cal_table = calibration_table(test_logits, y_test, test["patient_id"], temperature, n_boot=n_boot)
+        cal_probs = probabilities(cal_logits, temperature)
+        for cls, target in targets.items():
+            k = CLASSES.index(cls)
+            t = threshold_for_sensitivity(cal_probs[:, k], y_cal == k, target)
+            points[cls] = {"threshold": t, "target_sensitivity": target, "chosen_on": cal_what,
+                           "val_sensitivity": float((cal_probs[y_cal == k, k] >= t).mean())}
+    else:
+        cal_what = "no validation rows and no --calibrate data"
+    report.mkdir(parents=True, exist_ok=True)
+    preds = predictions_frame(test, probabilities(test_logits, temperature).astype(np.float32))
+    uncal = predictions_frame(test, probabilities(test_logits, 1.0).astype(np.float32))
+    evaluation = evaluate_predictions(preds, report, title=f"Bundle {base['id']} on the test split of "
+                                      f"{run.path.name}", n_boot=n_boot)
+    if cal_table is not None:
+        plot_reliability_pair(uncal, preds, report / "calibration.png",
+                              titles=("before (T = 1)", f"after (T = {temperature:.2f})"))
+    for cls, p in points.items():
+        p["test"] = {k: _number(v) for k, v in sens_spec(preds, cls, p["threshold"], n_boot=n_boot).items()}
+    checks = _checks(preds, cfg.data, n_checks)
+    split = run.split if run.split is not None else test
+    counts = pd.crosstab(split["split"], split["label"]).reindex(columns=list(CLASSES), fill_value=0)
+    calibration = {**base["calibration"], "temperature": temperature, "fitted_on": cal_what}
+    config = {**base, "calibration": calibration,
+              "operating_points": {c: {k: v for k, v in p.items() if k != "test"} | {"test": p["test"]}
+                                   for c, p in points.items()},
+              "training": {"run": run.path.name, "data": cfg.data, "model": cfg.model, "loss": cfg.loss,
+                           "epochs": cfg.epochs, "image_size": cfg.image_size, "augment": cfg.augment,
+                           "seed": cfg.seed,
+                           "split_counts": {s: {c: int(n) for c, n in counts.loc[s].items()}
+                                            for s in counts.index},
+                           "command": command},
+              "test_metrics": _metric_dict(evaluation), "checks": {"data": cfg.data, "images": checks}}
+    bundle = write_bundle(model, out, config, half=half)
+    summary = {"bundle": bundle.config, "bundle_dir": str(out), "run": str(run.path), "command": command,
+               "train_config": cfg.to_dict(), "split_counts": counts.reset_index(),
+               "leak": _leak_text(split), "confound_warnings": confound_report(split).warnings,
+               "evaluation": evaluation, "calibration": {"temperature": temperature, "fitted_on": cal_what,
+                                                         "table": cal_table},
+               "operating_points": points, "shortcut": _shortcut(preds, run.rows("train")), "checks": checks}
+    bundle = bundle.with_changes(card=model_card(summary))
+    return BuildResult(bundle.save(out), report, summary)
+
+
+def _number(v: float) -> float | int | None:
+    """A number for config.json: ints as they are, floats to 6 decimals, NaN (undefined) as None (null)."""
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    return None if v is None or np.isnan(v) else round(float(v), 6)
+
+
+def _metric_dict(evaluation: dict[str, Any]) -> dict[str, list[float | None]]:
+    rows = pd.concat([evaluation["metrics"], evaluation["auroc"]])
+    return {m: [_number(v) for v in (val, lo, hi)] for m, val, lo, hi in rows.itertuples(index=False)}
+
+
+def _leak_text(split: pd.DataFrame) -> str:
+    report = leak_check(split)
+    return (f"{report.n_patient_overlap()} patients in two splits, {report.n_pixel_duplicates()} identical "
+            "images" if report.hash_column else f"{report.n_patient_overlap()} patients in two splits")
+
+
+__all__ = ["DEFAULT_TARGETS", "BuildResult", "bundle_from_run", "logits_for", "parse_targets",
+           "predictions_frame", "predictor_from_run"]

@@ -1,0 +1,148 @@
+"""The model card (a bundle's README.md): what the model is, what it was trained and tested on, how well it
+does with 95 % CIs, how calibrated it is, where it fails, and what it must not be used for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from pepx import CLASS_DISPLAY, CLASSES
+from pepx.evaluation.breakdown import BREAKDOWN_METRICS
+from pepx.evaluation.report import breakdown_markdown, class_label, fmt_ci, metrics_markdown
+from pepx.markdown import markdown_table
+
+INTENDED_USE = (
+    "**Research use only.** This model is not a medical device and must not be used to diagnose, triage or "
+    "treat anyone. It was trained on a few thousand public images whose labels, sources and ages are "
+    "entangled (see *Known failure modes*); its numbers describe that data, not a clinical population. Use "
+    "it to study methods, to reproduce the paper's experiment, or as a starting point that you re-train and "
+    "re-validate on your own data."
+)
+
+
+def _ci_row(table: pd.DataFrame, metric: str) -> str:
+    row = table.set_index("metric").loc[metric]
+    return fmt_ci(row["value"], row["low"], row["high"])
+
+
+def model_card(s: dict[str, Any]) -> str:
+    """Markdown card from the summary `pepx.serving.build.bundle_from_run` assembles."""
+    cfg, bundle, ev = s["train_config"], s["bundle"], s["evaluation"]
+    arch = bundle["architecture"]
+    w = bundle["weights"]
+    table = ev["metrics"]
+    lines = [
+        f"# {bundle['id']} {bundle['version']}", "",
+        f"{arch['name']} ({', '.join(f'{k}={v}' for k, v in arch['kwargs'].items()) or 'defaults'}), "
+        f"{w['parameters'] / 1e6:.2f} M parameters, trained with the {cfg['loss']} loss to sort a frontal "
+        f"chest X-ray into {', '.join(CLASS_DISPLAY)}. Input: one grayscale image, centre-cropped to a "
+        f"square and resized to {bundle['input']['image_size']} px (config.json lists every preprocessing "
+        "step). "
+        f"Weights: `model.safetensors`, {w['bytes'] / 1e6:.1f} MB ({' + '.join(w['dtypes'])}), sha256 "
+        f"`{w['sha256']}`.", "",
+        "## Intended use", "", INTENDED_USE, "",
+        "## Use it", "", "```bash",
+        f"pepx predict IMAGE_OR_FOLDER --model {s['bundle_dir']} --out predictions.csv --cam heatmaps/",
+        "```",
+        "", "```python", "from pepx.serving import Predictor",
+        f"predictor = Predictor.from_bundle({s['bundle_dir']!r})",
+        "predictor.predict(['film.png'])[0].probabilities", "```", "",
+        "## Training", "",
+        f"Run `{s['run']}` on `{cfg['data']}`: {cfg['epochs']} epochs, batch {cfg['batch_size']}, "
+        f"{cfg['optimizer']} lr {cfg['lr']} ({cfg['scheduler']}), augmentation "
+        f"{'on' if cfg['augment'] else 'off'}, seed {cfg['seed']}, {cfg['loss']} loss"
+        + "".join(f", {k} = {v}" for k, v in (cfg["loss_kwargs"] or {}).items()) + "."
+        + (f" Recipe: `{s['command']}`." if s.get("command") else ""), "",
+        "Images per split and class (whole patients per split; leak check: "
+        f"{s['leak']}):", "", markdown_table(s["split_counts"]), "",
+    ]
+    if s["confound_warnings"]:
+        lines += ["Confounds in this data (pepx.data.confound_report):", ""]
+        lines += [f"- {w_}" for w_ in s["confound_warnings"]] + [""]
+    lines += [
+        f"## Test metrics ({ev['n_images']} images of {ev['n_patients']} patients)", "",
+        f"95 % percentile intervals from {ev['bootstrap']['n_boot']:,} bootstrap resamples of test "
+        "*patients* within each class. Probabilities are calibrated (below); the decision is the most "
+        "probable class.", "",
+        metrics_markdown(table), "", "AUROC, each class against the others:", "",
+        metrics_markdown(ev["auroc"]), "",
+    ]
+    lines += _calibration(s) + _operating_points(s)
+    for col, groups in ev["breakdowns"].items():
+        lines += [f"## Test metrics by {col.replace('_', ' ')}", "",
+                  breakdown_markdown(groups, BREAKDOWN_METRICS), ""]
+    lines += _failure_modes(s) + _checks(s)
+    return "\n".join(lines)
+
+
+def _calibration(s: dict[str, Any]) -> list[str]:
+    cal = s["calibration"]
+    out = ["## Calibration", ""]
+    if cal["table"] is None:
+        return out + [f"Not calibrated (temperature 1): {cal['fitted_on']}.", ""]
+    t = cal["table"]
+    out += [f"Temperature scaling: T = {cal['temperature']:.3f}, fitted on {cal['fitted_on']}. On the test "
+            f"split, expected calibration error {_ci_row(t, 'ece_before')} before and "
+            f"{_ci_row(t, 'ece_after')} after (change {_ci_row(t, 'ece_change')}); negative log-likelihood "
+            f"{_ci_row(t, 'nll_before')} before and {_ci_row(t, 'nll_after')} after (change "
+            f"{_ci_row(t, 'nll_change')}). Scaling changes no decision: accuracy, F1 and AUROC are the same "
+            "before and after.", ""]
+    return out
+
+
+def _operating_points(s: dict[str, Any]) -> list[str]:
+    points = s["operating_points"]
+    if not points:
+        return []
+    rows = []
+    for cls, p in points.items():
+        t = p["test"]
+        rows.append({"class": class_label(f"x_{cls}").removeprefix("x "),
+                     "chosen on validation": f"sensitivity >= {p['target_sensitivity']:.2f}",
+                     "threshold": f"{p['threshold']:.3f}",
+                     "validation sensitivity": f"{p['val_sensitivity']:.3f}",
+                     **{f"test {m}": fmt_ci(t[m], t[f"{m}_low"], t[f"{m}_high"])
+                        for m in ("sensitivity", "specificity")}})
+    return ["## Operating points", "",
+            "A class is *flagged* when its calibrated probability reaches its threshold (the `flagged` "
+            "column of `pepx predict`), whatever the most probable class is.", "",
+            markdown_table(pd.DataFrame(rows)), ""]
+
+
+def _failure_modes(s: dict[str, Any]) -> list[str]:
+    out = ["## Known failure modes", ""]
+    short = s.get("shortcut")
+    if short and short["n"]:
+        out += [f"- **Adult pneumonia is called COVID-19.** Of the {short['n']} adult pneumonia films in the "
+                f"test split, {short['as_covid']} are predicted COVID-19 and {short['correct']} pneumonia. "
+                "In "
+                f"the training split {short['train_covid_adult']:.0%} of the COVID-19 images are adults' and "
+                f"{short['train_pneumonia_child']:.0%} of the pneumonia images children's: a network can "
+                "learn \"adult with opaque lungs => COVID-19\" and so recognise age (and hospital) as much "
+                "as disease."]
+    out += [
+        "- **Source and age shortcuts.** Where a hospital or an age group supplies one class only, the "
+        "network can score by recognising the hospital's look or the patient's age; read the per-source and "
+        "per-age tables above before trusting the overall numbers.",
+        "- **Out of scope inputs.** Lateral views, CT slices, photographs of films, images with large text "
+        "overlays or non-chest images are still given a class: the model never answers \"not a chest "
+        "X-ray\".",
+        "- **Labels.** Many COVID-19 labels are patient-level PCR results, not what the film shows.", ""]
+    return out
+
+
+def _checks(s: dict[str, Any]) -> list[str]:
+    checks = s.get("checks") or []
+    if not checks:
+        return []
+    rows = [{"image": c["path"], "label": c["label"],
+             **{f"p {d}": f"{p:.4f}" for d, p in zip(CLASS_DISPLAY, c["probabilities"], strict=True)}}
+            for c in checks]
+    return ["## Reference predictions", "",
+            f"Test images of `{s['train_config']['data']}` with the probabilities this bundle gives them "
+            "(config.json `checks`; the test suite re-scores them):", "",
+            markdown_table(pd.DataFrame(rows)), ""]
+
+
+__all__ = ["CLASSES", "INTENDED_USE", "model_card"]

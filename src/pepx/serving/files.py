@@ -1,0 +1,115 @@
+"""Files in and out of `pepx predict`: expanding inputs, writing predictions (CSV / JSON), Grad-CAM files."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pepx.data.errors import DataError
+from pepx.data.io import IMAGE_SUFFIXES, is_dicom, read_image
+from pepx.markdown import markdown_table
+from pepx.serving.predictor import Prediction, Predictor
+
+GLOB_CHARS = set("*?[")
+
+
+def collect_inputs(specs: Sequence[str]) -> list[str]:
+    """Files named by `specs`: a file as it is, a folder searched recursively for images (by suffix, or the
+    DICOM preamble for files without one), a glob pattern expanded (`**` recursive). A spec that matches
+    nothing is kept, so that it shows up as a "file not found" row."""
+    out: list[str] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            out += [str(p) for p in sorted(path.rglob("*")) if p.is_file() and _looks_like_image(p)]
+        elif not path.exists() and GLOB_CHARS & set(spec):
+            matches = sorted(glob.glob(spec, recursive=True))
+            out += [m for m in matches if Path(m).is_file()] or [spec]
+        else:
+            out.append(spec)
+    return list(dict.fromkeys(out))  # a file named twice is predicted once
+
+
+def _looks_like_image(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    return suffix in IMAGE_SUFFIXES or (suffix == "" and is_dicom(path))
+
+
+def predictions_table(preds: Sequence[Prediction]) -> pd.DataFrame:
+    return pd.DataFrame([p.to_row() for p in preds])
+
+
+def write_predictions(preds: Sequence[Prediction], out: str | Path,
+                      extra: dict[str, list] | None = None) -> Path:
+    """All rows into `out`: `.csv` (one row per input) or `.json` (a list of row objects)."""
+    out = Path(out)
+    table = predictions_table(preds)
+    for name, values in (extra or {}).items():
+        table[name] = values
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        rows = json.loads(table.to_json(orient="records"))  # NaN / None -> null
+        out.write_text(json.dumps(rows, indent=1) + "\n")
+    elif out.suffix.lower() == ".csv":
+        table.to_csv(out, index=False)
+    else:
+        raise ValueError(f"--out {out}: use a .csv or .json file name")
+    return out
+
+
+def print_table(preds: Sequence[Prediction]) -> str:
+    """A short Markdown table for the terminal: source, label, probabilities (3 decimals), flagged / error."""
+    rows = []
+    for p in preds:
+        row = {"image": p.source, "class": p.label or "-"}
+        row.update({c: f"{v:.3f}" for c, v in p.probabilities.items()} if p.status == "ok" else {})
+        row["note"] = ("flagged: " + ", ".join(p.flagged)) if p.flagged else (p.error or "")
+        rows.append(row)
+    return markdown_table(pd.DataFrame(rows).fillna(""))
+
+
+def cam_names(sources: Sequence[str]) -> list[Path]:
+    """Output stems that mirror the inputs' paths below their common folder (unique, no suffix)."""
+    paths = [Path(s).resolve() for s in sources]
+    if not paths:
+        return []
+    common = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    return [p.relative_to(common).with_suffix("") for p in paths]
+
+
+def write_cams(predictor: Predictor, preds: Sequence[Prediction], folder: str | Path,
+               class_name: str | None = None, layer: str | None = None,
+               alpha: float = 0.5) -> list[str | None]:
+    """For each readable input: `NAME.png` (the radiograph with the heat map of `class_name`, default the
+    predicted class) and `NAME.npy` (the raw map over the network's input, float32 [S, S]). Returns each
+    row's PNG path (None for error rows)."""
+    folder = Path(folder)
+    index = None if class_name is None else predictor.classes.index(class_name)
+    ok = [p for p in preds if p.status == "ok"]
+    names = dict(zip([p.source for p in ok], cam_names([p.source for p in ok]), strict=True))
+    written: list[str | None] = []
+    for p in preds:
+        if p.status != "ok":
+            written.append(None)
+            continue
+        try:
+            explanation = predictor.explain(read_image(p.source), class_index=index, layer=layer)
+        except DataError:  # the file changed since it was predicted
+            written.append(None)
+            continue
+        stem = folder / names[p.source]
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        png = stem.with_name(stem.name + ".png")
+        explanation.overlay(alpha=alpha).save(png)
+        np.save(stem.with_name(stem.name + ".npy"), explanation.raw)
+        written.append(str(png))
+    return written
+
+
+__all__ = ["cam_names", "collect_inputs", "print_table", "write_cams", "write_predictions"]

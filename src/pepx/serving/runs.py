@@ -1,0 +1,50 @@
+"""The one place `pepx.serving` reads a training run folder (change it here when the run layout moves).
+
+Reads through `pepx.training.load_run` (model + config) and the run's `split.csv`; this imports Lightning, so
+only run-to-bundle code (`pepx.serving.build`) uses it, never the inference path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from torch import nn
+
+from pepx.data import load_split
+from pepx.errors import RunError
+from pepx.training import TrainConfig, load_run
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A trained run: its folder, network (eval mode, CPU), config and split (None without split.csv)."""
+
+    path: Path
+    model: nn.Module
+    config: TrainConfig
+    split: pd.DataFrame | None
+
+    def rows(self, name: str) -> pd.DataFrame:
+        """The split's rows called `name` (train / val / test); empty when there are none."""
+        if self.split is None or "split" not in self.split.columns:
+            return pd.DataFrame(columns=["path", "label", "patient_id"])
+        return self.split[self.split["split"] == name].reset_index(drop=True)
+
+
+def read_run(run_dir: str | Path) -> RunInfo:
+    """Load the run folder `run_dir`; `RunError` names the folder and what is missing."""
+    path = Path(run_dir)
+    if not (path / "config.yaml").is_file():
+        raise RunError(f"{path}: not a run folder (no config.yaml)")
+    try:
+        model, config = load_run(path)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise RunError(f"{path}: cannot load the trained network ({err})") from None
+    split_file = path / "split.csv"
+    split = load_split(split_file) if split_file.is_file() else None
+    return RunInfo(path, model.cpu().eval(), config, split)
+
+
+__all__ = ["RunInfo", "read_run"]

@@ -1,0 +1,154 @@
+"""`pepx export` a tiny run (calibrated bundle, card, ONNX / TorchScript parity) and `pepx predict` on a
+folder of good and bad files, with Grad-CAM files; CLI numbers equal Python's."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pepx.cli import main
+from pepx.serving import Predictor, load_bundle
+from pepx.training import TrainConfig, fit
+from test_data_io import make_dicom, ramp
+
+pytestmark = pytest.mark.slow
+TINY = ["data=synthetic:n_per_class=24,size=64", "n_train=12", "n_test=6", "n_val=6", "image_size=32",
+        "model_kwargs.width=0.25", "batch_size=8", "epochs=2", "accelerator=cpu", "progress=false",
+        "num_threads=1", "loss=focal"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("export")
+    old = os.environ.get("PEPX_CACHE")
+    os.environ["PEPX_CACHE"] = str(root / "cache")
+    try:
+        run = fit(TrainConfig().with_overrides(TINY), root / "run")
+        assert main(["export", str(run), "--out", str(root / "bundle"), "--format", "onnx", "torchscript",
+                     "--n-boot", "100", "--id", "tiny", "--target", "COVID-19=0.9"]) == 0
+    finally:
+        if old is None:
+            os.environ.pop("PEPX_CACHE", None)
+        else:
+            os.environ["PEPX_CACHE"] = old
+    return run, root / "bundle"
+
+
+def test_export_writes_a_calibrated_bundle_with_card_and_exports(exported, capsys):
+    run, folder = exported
+    bundle = load_bundle(folder)
+    cfg = bundle.config
+    assert bundle.id == "tiny" and bundle.image_size == 32 and cfg["architecture"]["name"] == "pepx_resnet"
+    assert cfg["calibration"]["fitted_on"].startswith("the run's validation split (18 images)")
+    assert 0.05 <= bundle.temperature <= 20 and set(bundle.thresholds) == {"COVID-19"}
+    assert cfg["operating_points"]["COVID-19"]["val_sensitivity"] >= 0.9
+    assert cfg["training"]["split_counts"]["test"] == {"normal": 6, "pneumonia": 6, "COVID-19": 6}
+    assert len(cfg["checks"]["images"]) == 12 and {"accuracy", "auroc_macro"} <= set(cfg["test_metrics"])
+    for fmt in ("onnx", "torchscript"):
+        assert cfg["exports"][fmt]["parity_max_abs_prob_diff"] < 1e-4
+        assert cfg["exports"][fmt]["parity_inputs"] == "12 test images"
+    card = bundle.card
+    for heading in ("## Intended use", "## Training", "## Test metrics", "## Calibration",
+                    "## Operating points", "## Test metrics by age group", "## Known failure modes",
+                    "## Reference predictions"):
+        assert heading in card, heading
+    assert "Research use only" in card and bundle.sha256 in card
+    for name in ("report.md", "roc.png", "calibration.png", "reliability.png"):
+        assert (run / "bundle_report" / name).stat().st_size > 0
+    # the reference predictions are what the bundle gives those images
+    predictor = Predictor(bundle, device="cpu")
+    paths = [c["path"] for c in cfg["checks"]["images"]]  # absolute: synthetic is no csv / folder source
+    got = np.array([list(p.probabilities.values()) for p in predictor.predict(paths)])
+    assert np.abs(got - np.array([c["probabilities"] for c in cfg["checks"]["images"]])).max() < 1e-5
+
+
+def test_export_of_a_bundle_to_onnx_and_runtime_onnx_agrees(exported, tmp_path, capsys):
+    _, folder = exported
+    assert main(["export", str(folder), "--out", str(tmp_path / "copy"), "--format", "onnx"]) == 0
+    out = capsys.readouterr().out
+    assert "onnx:" in out and "max |p - p_eager|" in out
+    paths = [c["path"] for c in load_bundle(folder).config["checks"]["images"]]
+    torch_p = Predictor.from_bundle(tmp_path / "copy", device="cpu").predict(paths)
+    onnx_p = Predictor.from_bundle(tmp_path / "copy", runtime="onnx").predict(paths)
+    a = np.array([list(p.probabilities.values()) for p in torch_p])
+    b = np.array([list(p.probabilities.values()) for p in onnx_p])
+    assert np.abs(a - b).max() < 1e-4
+
+
+def good_and_bad_folder(root: Path) -> dict[str, str]:
+    """Three good films (one in a sub-folder, one 16-bit, one DICOM) and four bad files; name -> expected."""
+    (root / "sub").mkdir(parents=True)
+    yy, xx = np.mgrid[0:90, 0:70]
+    film = (0.5 + 0.4 * np.sin(yy / 9.0) * np.cos(xx / 6.0)).astype(np.float32)
+    Image.fromarray((film * 255).astype(np.uint8)).save(root / "a.png")
+    Image.fromarray((film * 65535).astype(np.uint16)).save(root / "sub" / "b.png")
+    make_dicom(root / "c.dcm", ramp(64, 48, top=4095))
+    data = (root / "a.png").read_bytes()
+    (root / "truncated.png").write_bytes(data[: len(data) // 2])
+    (root / "zero.jpg").write_bytes(b"")
+    (root / "notes.png").write_text("these are notes, not an image")
+    make_dicom(root / "nopixels.dcm", ramp(top=4095), pixels=False)
+    (root / "readme.txt").write_text("ignored: not an image suffix")
+    return {"a.png": "ok", "sub/b.png": "ok", "c.dcm": "ok", "truncated.png": "truncated",
+            "zero.jpg": "empty file", "notes.png": "not an image", "nopixels.dcm": "no pixel data"}
+
+
+def test_predict_folder_good_and_bad_files_csv_and_cams(exported, tmp_path, capsys):
+    _, folder = exported
+    expected = good_and_bad_folder(tmp_path / "films")
+    code = main(["predict", str(tmp_path / "films"), "--model", str(folder), "--out", str(tmp_path / "p.csv"),
+                 "--cam", str(tmp_path / "cams")])
+    captured = capsys.readouterr()
+    assert code == 0 and "wrote 7 rows" in captured.out and "(3 predicted, 4 unreadable)" in captured.out
+    table = pd.read_csv(tmp_path / "p.csv")
+    rows = {str(Path(r["source"]).relative_to(tmp_path / "films")): r for r in table.to_dict("records")}
+    assert set(rows) == set(expected)
+    for name, what in expected.items():
+        row = rows[name]
+        if what == "ok":
+            assert row["status"] == "ok" and row["label"] in ("normal", "pneumonia", "COVID-19")
+            probs = [row["prob_normal"], row["prob_pneumonia"], row["prob_COVID-19"]]
+            assert row[f"prob_{row['label']}"] == max(probs)
+            stem = tmp_path / "cams" / Path(name).with_suffix("")
+            assert row["cam"] == str(stem) + ".png"
+            with Image.open(row["cam"]) as im:
+                assert im.mode == "RGB"
+            assert np.load(str(stem) + ".npy").shape == (32, 32)
+        else:
+            assert row["status"] == "error" and what in row["error"] and pd.isna(row["label"])
+            assert f"skipped {tmp_path / 'films' / name}: " in captured.err
+    # Python gives the CLI's numbers
+    ok = [str(tmp_path / "films" / n) for n, w in expected.items() if w == "ok"]
+    for p in Predictor.from_bundle(folder, device="cpu").predict(ok):
+        row = rows[str(Path(p.source).relative_to(tmp_path / "films"))]
+        assert [row[f"prob_{c}"] for c in p.probabilities] == pytest.approx(list(p.probabilities.values()),
+                                                                            abs=1e-7)
+    # JSON output and the printed table
+    assert main(["predict", str(tmp_path / "films" / "a.png"), "--model", str(folder), "--out",
+                 str(tmp_path / "p.json")]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())[0]["status"] == "ok"
+    assert main(["predict", str(tmp_path / "films" / "*.png"), "--model", str(folder)]) == 0
+    printed = capsys.readouterr().out
+    assert "| image | class |" in printed and "a.png" in printed and "not an image" in printed
+
+
+def test_predict_with_nothing_readable_exits_non_zero(exported, tmp_path, capsys):
+    _, folder = exported
+    (tmp_path / "bad.png").write_bytes(b"")
+    bad = [str(tmp_path / "bad.png"), str(tmp_path / "missing.png")]
+    assert main(["predict", *bad, "--model", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 2 inputs could be read" in err and "missing.png: file not found" in err
+
+
+def test_predict_straight_from_a_run_folder(exported, tmp_path, capsys):
+    run, _ = exported
+    good_and_bad_folder(tmp_path / "films")
+    assert main(["predict", str(tmp_path / "films" / "a.png"), "--model", str(run)]) == 0
+    assert "not calibrated" in capsys.readouterr().out
