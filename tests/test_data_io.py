@@ -120,10 +120,10 @@ def _png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _bomb_png() -> bytes:
-    """A tiny PNG whose header claims 30000 x 30000 pixels."""
+def _bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (30000 x 30000 by default)."""
     data = bytearray(_png_bytes(ramp()))
-    ihdr = struct.pack(">II", 30000, 30000) + bytes(data[24:29])
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
     data[16:29] = ihdr
     data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
     return bytes(data)

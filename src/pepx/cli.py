@@ -255,12 +255,45 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- serve
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="REST API and web page for a bundle (FastAPI on uvicorn)")
+    p.add_argument("--model", help="bundle folder (default: the bundle shipped with pepx)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1: this machine)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=os.environ.get("PEPX_TOKEN") or None,
+                   help="bearer token required on every /v1/ call (default: $PEPX_TOKEN; unset: none)")
+    p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser calls from ORIGIN (repeatable; default: no CORS)")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                   help="auto: ONNX Runtime when the bundle has an ONNX export and it measures faster")
+    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest request body (default: 32)")
+    p.add_argument("--max-batch", type=int, default=16, help="images per forward pass (1: no batching)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill (default: 5)")
+    p.add_argument("--max-queue", type=int, default=64, help="images waiting before 503 (default: 64)")
+    p.add_argument("--workers", type=int, default=2, help="threads decoding uploads and drawing Grad-CAM")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pepx.serving.app import ServeSettings
+    from pepx.serving.server import serve
+
+    settings = ServeSettings(token=args.token, cors_origins=tuple(args.cors),
+                             max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
+                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, workers=args.workers)
+    serve(args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
+          settings=settings)
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pepx", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
-                _add_reproduce_parser, _add_predict_parser, _add_export_parser):
+                _add_reproduce_parser, _add_predict_parser, _add_export_parser, _add_serve_parser):
         add(sub)
     return parser
 
