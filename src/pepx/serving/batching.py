@@ -91,7 +91,8 @@ class DynamicBatcher:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the forward pass under way, fail what is still queued, end the threads."""
+        """Answer what is already queued, then end the threads; whatever is still queued after `timeout`
+        seconds fails with "server shutting down"."""
         threads, self._threads = self._threads, []
         for _ in threads:
             self._queue.put(_STOP)  # blocks only while the queue is full, and the workers are draining it

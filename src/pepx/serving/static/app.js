@@ -81,7 +81,7 @@ function showPrediction(node, p) {
     const row = $("bar-template").content.firstElementChild.cloneNode(true);
     row.dataset.class = cls;
     row.dataset.prob = String(value);
-    if (cls === p.label) row.classList.add("top");
+    if (cls === p.label) row.classList.add("best");
     row.querySelector(".cls").textContent = display[i];
     row.querySelector(".fill").style.width = (100 * value).toFixed(2) + "%";
     row.querySelector(".pct").textContent = pct(value);
@@ -103,7 +103,7 @@ function showCam(node, cam) {
   const heat = figure.querySelector(".heat-img");
   heat.src = cam.heatmap;
   figure.querySelector(".cam-caption").textContent =
-    `Grad-CAM for “${cam.class}” (layer ${cam.layer}): where the network's evidence for that class lies, ` +
+    `Grad-CAM for “${cam.class}” at ${cam.layer}: where the network's evidence for that class lies, ` +
     "warm = more. A heat map is not a finding and can point at shortcuts such as text or borders.";
   const slider = figure.querySelector(".opacity");
   const output = figure.querySelector(".opacity-value");
