@@ -223,6 +223,7 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fp32", action="store_true", help="store every weight as fp32 (default: fp16 for large)")
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--report", help="evaluation folder (default: RUN/bundle_report)")
+    p.add_argument("--recipe", help="the command that trained the run, quoted in the model card")
     p.set_defaults(func=_cmd_export)
 
 
@@ -242,7 +243,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         result = bundle_from_run(args.source, args.out, bundle_id=args.id, version=args.version,
                                  calibrate=args.calibrate, targets=parse_targets(args.target),
-                                 half=not args.fp32, n_boot=args.n_boot, report_dir=args.report)
+                                 half=not args.fp32, n_boot=args.n_boot, report_dir=args.report,
+                                 command=args.recipe)
         bundle = result.bundle
         print(result.text)
     print(f"bundle: {bundle.path} ({bundle.config['weights']['bytes'] / 1e6:.1f} MB weights, sha256 "

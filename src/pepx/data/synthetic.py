@@ -12,6 +12,11 @@ contrast, gamma and noise; `age_group` is pediatric for about a quarter (smaller
 `confounded=True`, each class comes from its own source and COVID-19 is never pediatric, so the confound
 report has something to find. Everything is vectorised numpy seeded by `seed`; the images are written as
 PNGs with a `metadata.csv` and read back through the ordinary `csv:` path.
+
+Lesion masks (version 4): each pneumonia and COVID-19 image also gets `masks/<label>/<name>.png` (255 inside
+the lesion), named in the `mask_path` column (relative to the set's folder, empty for normal images). The mask
+holds the pixels where the finding adds at least `MASK_LEVEL` of its own peak intensity: the answer key of
+Grad-CAM's localisation check. Drawing it takes no random numbers, so the images are those of version 3.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ SOURCES = {
     "site_c": (1.15, 0.8, 0.015, -0.03),
 }
 CONFOUNDED_SOURCE = {"normal": "site_a", "pneumonia": "site_b", "COVID-19": "site_c"}
+#: A lesion mask holds the pixels where the finding reaches this share of its peak added intensity.
+MASK_LEVEL = 0.25
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ class SyntheticSpec:
     size: int = 128
     seed: int = 0
     confounded: bool = False
-    version: int = 3  # bump when the generator changes, so old caches are not reused
+    version: int = 4  # bump when the generator changes, so old caches are not reused (4: lesion masks)
 
     def key(self) -> str:
         """Short stable hash of the parameters."""
@@ -104,6 +111,13 @@ def render(
     rng: np.random.Generator, size: int, anat: dict, label: str, find: dict, source: str
 ) -> np.ndarray:
     """One image as uint8 [size, size]."""
+    return render_with_mask(rng, size, anat, label, find, source)[0]
+
+
+def render_with_mask(
+    rng: np.random.Generator, size: int, anat: dict, label: str, find: dict, source: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One image as uint8 [size, size] and its lesion mask (bool [size, size]; None for a normal image)."""
     c = np.linspace(-1.0, 1.0, size, dtype=np.float32)
     yy, xx = np.meshgrid(c, c, indexing="ij")
     # pose jitter (shift, small tilt) per image
@@ -136,7 +150,8 @@ def render(
         lesion = _blob(y, x, cy, cx + rng.normal(0, 0.02), r * rng.uniform(0.9, 1.3), r, 3.0)
         if find["other"]:
             lesion += 0.4 * _blob(y, x, cy + 0.1, -cx, r * 0.5, r * 0.5, 2.0)
-        img += find["dens"] * lesion * lungs * (0.8 + 0.4 * tex)
+        finding = find["dens"] * lesion * lungs * (0.8 + 0.4 * tex)
+        img += finding
     elif label == "COVID-19":
         haze = np.zeros_like(img)
         for k in range(int(find["n"])):
@@ -144,12 +159,14 @@ def render(
             cx = side * (anat["lung_gap"] + anat["lung_w"] * rng.uniform(1.6, 2.3))  # peripheral
             cy = (anat["lung_cy"] - 0.55) + anat["lung_h"] * rng.uniform(0.3, 1.1)  # lower zone
             haze += _blob(y, x, cy, cx, rng.uniform(0.12, 0.2), rng.uniform(0.08, 0.14), 1.0)
-        img += find["dens"] * np.minimum(haze, 1.2) * lungs * (0.5 + tex)
+        finding = find["dens"] * np.minimum(haze, 1.2) * lungs * (0.5 + tex)
+        img += finding
+    mask = None if label == "normal" else finding >= MASK_LEVEL * float(finding.max())
     contrast, gamma, noise, offset = SOURCES[source]
     img = np.clip((img - 0.3) * contrast * rng.uniform(0.9, 1.1) + 0.3 + offset + rng.normal(0, 0.03), 0, 1)
     img = img ** (gamma * rng.uniform(0.92, 1.08))
     img = img + rng.normal(0, noise, img.shape).astype(np.float32)
-    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8), mask
 
 
 def generate(spec: SyntheticSpec, out_dir: Path) -> pd.DataFrame:
@@ -158,6 +175,8 @@ def generate(spec: SyntheticSpec, out_dir: Path) -> pd.DataFrame:
     rows = []
     for ci, label in enumerate(CLASSES):
         (out_dir / "images" / label).mkdir(parents=True, exist_ok=True)
+        if label != "normal":
+            (out_dir / "masks" / label).mkdir(parents=True, exist_ok=True)
         n, p = 0, 0
         while n < spec.n_per_class:
             pid = f"syn{spec.seed}-{ci}{p:05d}"
@@ -171,9 +190,12 @@ def generate(spec: SyntheticSpec, out_dir: Path) -> pd.DataFrame:
             anat, find = _anatomy(rng, pediatric), _finding(rng, label)
             n_img = min(2 if rng.random() < 0.25 else 1, spec.n_per_class - n)
             for k in range(n_img):
-                arr = render(rng, spec.size, anat, label, find, source)
+                arr, mask = render_with_mask(rng, spec.size, anat, label, find, source)
                 rel = f"images/{label}/{pid}_{k}.png"
                 Image.fromarray(arr).save(out_dir / rel, compress_level=1)
+                mask_rel = "" if mask is None else f"masks/{label}/{pid}_{k}.png"
+                if mask is not None:
+                    Image.fromarray(mask.astype(np.uint8) * 255).save(out_dir / mask_rel, compress_level=1)
                 rows.append(
                     {
                         "filename": rel,
@@ -183,6 +205,7 @@ def generate(spec: SyntheticSpec, out_dir: Path) -> pd.DataFrame:
                         "age_group": "pediatric" if pediatric else "adult",
                         "view": "PA",
                         "patient_id_kind": "source_patient_id",
+                        "mask_path": mask_rel,
                     }
                 )
                 n += 1

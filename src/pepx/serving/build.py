@@ -146,12 +146,14 @@ def _shortcut(test: pd.DataFrame, train: pd.DataFrame) -> dict[str, float] | Non
 
 
 def _checks(test: pd.DataFrame, data: str, per_class: int) -> list[dict[str, Any]]:
-    """The first `per_class` test images of each class (by path) with their probabilities; paths relative to
-    the data source's folder when it is `csv:FILE` or `folder:DIR`."""
+    """`per_class` test images of each class, evenly spaced in path order (so several sources show up), with
+    their probabilities; paths relative to the data source's folder when it is `csv:FILE` or `folder:DIR`."""
     fmt, _, where = data.partition(":")
     root = {"csv": Path(where).resolve().parent, "folder": Path(where).resolve()}.get(fmt)
-    rows = test.sort_values("path").groupby("y_true", sort=True).head(per_class)
-    rows = rows.sort_values(["y_true", "path"])
+    picks = []
+    for _, group in test.sort_values("path").groupby("y_true", sort=True):
+        picks.append(group.iloc[np.unique(np.linspace(0, len(group) - 1, per_class).round().astype(int))])
+    rows = pd.concat(picks)
     out = []
     for r in rows.to_dict(orient="records"):
         path = Path(r["path"]).resolve()
@@ -236,9 +238,9 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
                            "command": command},
               "test_metrics": _metric_dict(evaluation), "checks": {"data": cfg.data, "images": checks}}
     bundle = write_bundle(model, out, config, half=half)
-    summary = {"bundle": bundle.config, "bundle_dir": str(out), "run": str(run.path), "command": command,
+    summary = {"bundle": bundle.config, "bundle_dir": out.name, "run": run.path.name, "command": command,
                "train_config": cfg.to_dict(), "split_counts": counts.reset_index(),
-               "leak": _leak_text(split), "confound_warnings": confound_report(split).warnings,
+               "leak": _leak_text(split), "confound_warnings": _warnings(split),
                "evaluation": evaluation, "calibration": {"temperature": temperature, "fitted_on": cal_what,
                                                          "table": cal_table},
                "operating_points": points, "shortcut": _shortcut(preds, run.rows("train")), "checks": checks}
@@ -256,6 +258,13 @@ def _number(v: float) -> float | int | None:
 def _metric_dict(evaluation: dict[str, Any]) -> dict[str, list[float | None]]:
     rows = pd.concat([evaluation["metrics"], evaluation["auroc"]])
     return {m: [_number(v) for v in (val, lo, hi)] for m, val, lo, hi in rows.itertuples(index=False)}
+
+
+def _warnings(split: pd.DataFrame) -> list[str]:
+    """The confound warnings over the whole split, plus split-specific ones not already among them."""
+    every = confound_report(split).warnings
+    overall = [w for w in every if not w.startswith("[")]
+    return overall + [w for w in every if w.startswith("[") and w.split("] ", 1)[-1] not in overall]
 
 
 def _leak_text(split: pd.DataFrame) -> str:

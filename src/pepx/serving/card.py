@@ -11,6 +11,7 @@ from pepx import CLASS_DISPLAY, CLASSES
 from pepx.evaluation.breakdown import BREAKDOWN_METRICS
 from pepx.evaluation.report import breakdown_markdown, class_label, fmt_ci, metrics_markdown
 from pepx.markdown import markdown_table
+from pepx.serving.bundle import SHIPPED
 
 INTENDED_USE = (
     "**Research use only.** This model is not a medical device and must not be used to diagnose, triage or "
@@ -42,12 +43,7 @@ def model_card(s: dict[str, Any]) -> str:
         f"Weights: `model.safetensors`, {w['bytes'] / 1e6:.1f} MB ({' + '.join(w['dtypes'])}), sha256 "
         f"`{w['sha256']}`.", "",
         "## Intended use", "", INTENDED_USE, "",
-        "## Use it", "", "```bash",
-        f"pepx predict IMAGE_OR_FOLDER --model {s['bundle_dir']} --out predictions.csv --cam heatmaps/",
-        "```",
-        "", "```python", "from pepx.serving import Predictor",
-        f"predictor = Predictor.from_bundle({s['bundle_dir']!r})",
-        "predictor.predict(['film.png'])[0].probabilities", "```", "",
+        "## Use it", "", *_usage(bundle["id"], s["bundle_dir"]),
         "## Training", "",
         f"Run `{s['run']}` on `{cfg['data']}`: {cfg['epochs']} epochs, batch {cfg['batch_size']}, "
         f"{cfg['optimizer']} lr {cfg['lr']} ({cfg['scheduler']}), augmentation "
@@ -74,6 +70,18 @@ def model_card(s: dict[str, Any]) -> str:
                   breakdown_markdown(groups, BREAKDOWN_METRICS), ""]
     lines += _failure_modes(s) + _checks(s)
     return "\n".join(lines)
+
+
+def _usage(bundle_id: str, folder: str) -> list[str]:
+    shipped = bundle_id == SHIPPED
+    model = "" if shipped else f" --model {folder}"
+    lines = ["This bundle ships with pepx: no `--model` and no download needed.", ""] if shipped else []
+    return lines + [
+        "```bash", f"pepx predict FILM.png{model}                      # class and calibrated probabilities",
+        f"pepx predict FOLDER/{model} --out predictions.csv --cam heatmaps/   # many films, Grad-CAM maps",
+        "```", "", "```python", "from pepx.serving import Predictor",
+        f"predictor = Predictor.from_bundle({None if shipped else folder!r})",
+        "predictor.predict(['film.png'])[0].probabilities", "```", ""]
 
 
 def _calibration(s: dict[str, Any]) -> list[str]:

@@ -56,11 +56,19 @@ class Prediction:
 
 
 class Predictor:
-    """Run a bundle on images. `runtime`: "torch" (eager) or "onnx" (ONNX Runtime; the bundle's model.onnx, or
-    an export made once into the pepx cache). `device`: torch device (default: CUDA when present)."""
+    """Run a bundle on images.
 
-    def __init__(self, bundle: Bundle, runtime: str = "torch",
-                 device: str | torch.device | None = None) -> None:
+    Args:
+        bundle: a loaded `Bundle` (`Predictor.from_bundle(path)` loads one).
+        runtime: "torch" (eager PyTorch) or "onnx" (ONNX Runtime on the CPU: the bundle's model.onnx, or an
+            export made once into the pepx cache).
+        device: torch device (default: CUDA when present, else the CPU).
+        channels_last: run the torch network in channels-last memory format (often faster on CPUs; the
+            numbers agree to ~1e-6, not bit for bit).
+    """
+
+    def __init__(self, bundle: Bundle, runtime: str = "torch", device: str | torch.device | None = None,
+                 channels_last: bool = False) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         self.bundle = bundle
@@ -71,7 +79,8 @@ class Predictor:
         self.temperature = bundle.temperature
         self._settings = bundle.preprocess
         self._thresholds = bundle.thresholds
-        self._model = bundle.build_model().to(self.device)
+        self._format = torch.channels_last if channels_last else torch.contiguous_format
+        self._model = bundle.build_model().to(self.device, memory_format=self._format)
         self._session = None
         if runtime == "onnx":
             from pepx.serving.export import onnx_session
@@ -101,7 +110,7 @@ class Predictor:
             (probs,) = self._session.run(["probabilities"], {"image": x.float().cpu().numpy()})
             return np.asarray(probs, dtype=np.float32)
         with torch.inference_mode():
-            logits = self._model(x.float().to(self.device))
+            logits = self._model(self._to_device(x))
             return torch.softmax(logits.float() / self.temperature, dim=1).cpu().numpy()
 
     def predict_logits(self, x: torch.Tensor) -> np.ndarray:
@@ -111,7 +120,10 @@ class Predictor:
             (logits,) = self._session.run(["logits"], {"image": x.float().cpu().numpy()})
             return np.asarray(logits, dtype=np.float32)
         with torch.inference_mode():
-            return self._model(x.float().to(self.device)).float().cpu().numpy()
+            return self._model(self._to_device(x)).float().cpu().numpy()
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().to(self.device).contiguous(memory_format=self._format)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.bundle.in_chans or x.shape[-1] != x.shape[-2]:

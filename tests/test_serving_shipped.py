@@ -1,0 +1,56 @@
+"""The bundle shipped in the package: present, intact (pinned sha256), small, and still scoring on the shared
+films what its model card says (those tests skip where ../shared/data/cxr-real is absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomllib
+
+from pepx.serving import Predictor, default_bundle_path, load_bundle
+from pepx.serving.bundle import SHIPPED
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "data" / "cxr-real"
+#: Changes only when the bundle is re-made on purpose (scripts/train_bundle.sh): update it with the card.
+SHA256 = "bab6274fbe0e4613bc6951dbcb7b8da3ea1f8733752dc7b706ce1bdaaf99f233"
+needs_real = pytest.mark.skipif(not (REAL / "metadata.csv").is_file(),
+                                reason="../shared/data/cxr-real is absent")
+
+
+def test_shipped_bundle_is_intact_small_and_packaged():
+    bundle = load_bundle(None)  # verifies the weights against config.json's sha256
+    assert bundle.path == default_bundle_path() and bundle.id == SHIPPED and bundle.version == "1.0.0"
+    assert bundle.sha256 == SHA256
+    weights = bundle.path / "model.safetensors"
+    assert weights.stat().st_size <= 8_000_000 and "float16" in bundle.config["weights"]["dtypes"]
+    cfg = bundle.config
+    assert cfg["architecture"] == {"name": "pepx_resnet", "kwargs": {"width": 0.5}}
+    assert cfg["training"]["loss"] == "focal" and cfg["training"]["data"].endswith("cxr-real/metadata.csv")
+    assert cfg["training"]["split_counts"]["val"] == {"normal": 100, "pneumonia": 100, "COVID-19": 100}
+    card = bundle.card
+    assert SHA256 in card and "Adult pneumonia is called COVID-19" in card
+    assert "## Test metrics by age group" in card
+    acc = cfg["test_metrics"]["accuracy"]
+    assert f"| accuracy | {acc[0]:.3f} | [{acc[1]:.3f}, {acc[2]:.3f}] |" in card
+    # a non-editable install carries the bundle: pyproject's package-data pattern matches its three files
+    pattern = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = ROOT / "src" / "pepx" / "serving"
+    matched = {p.name for glob in pattern["pepx.serving"] for p in package.glob(glob)}
+    assert {"config.json", "model.safetensors", "README.md"} <= matched
+
+
+@pytest.mark.real_data
+@needs_real
+def test_shipped_bundle_scores_what_its_card_says():
+    predictor = Predictor.from_bundle(None, device="cpu")
+    checks = predictor.bundle.config["checks"]
+    assert checks["data"] == "csv:../shared/data/cxr-real/metadata.csv" and len(checks["images"]) == 12
+    preds = predictor.predict([REAL / c["path"] for c in checks["images"]])
+    got = np.array([list(p.probabilities.values()) for p in preds])
+    expected = np.array([c["probabilities"] for c in checks["images"]])
+    assert np.abs(got - expected).max() < 1e-4
+    for c, p in zip(checks["images"], preds, strict=True):  # the card's table shows these numbers
+        assert " | ".join(f"{v:.4f}" for v in p.probabilities.values()) in predictor.bundle.card, c["path"]
