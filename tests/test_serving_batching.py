@@ -12,7 +12,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from pepx.cli import main
-from pepx.serving import Predictor
+from pepx.serving import Predictor, default_bundle_path
 from pepx.serving.app import ServeSettings, create_app
 from pepx.serving.batching import DynamicBatcher, QueueFullError
 from pepx.serving.export import export_formats
@@ -160,10 +160,12 @@ def test_cli_serve_defaults_warning_and_token(bundle_dir, monkeypatch, capsys):
     app, kw = calls[-1]
     assert (kw["host"], kw["port"]) == ("127.0.0.1", 8000) and app.state.settings.token is None
     assert app.state.settings.cors_origins == () and "warning" not in capsys.readouterr().err
-    assert main(["serve", "--model", str(bundle_dir), "--host", "0.0.0.0", "--max-batch", "1"]) == 0
+    assert main(["serve", "--model", str(bundle_dir), "--host", "0.0.0.0", "--max-batch", "1",
+                 "--channels-last"]) == 0
     err = capsys.readouterr().err
     assert "warning: listening on 0.0.0.0 without a token" in err
     assert calls[-1][0].state.batcher.max_batch == 1
+    assert calls[-1][0].state.settings.runtime_info["channels_last"] is True
     monkeypatch.setenv("PEPX_TOKEN", "from-env")
     assert main(["serve", "--model", str(bundle_dir), "--host", "0.0.0.0", "--cors", "https://a.example"]
                 ) == 0
@@ -172,6 +174,8 @@ def test_cli_serve_defaults_warning_and_token(bundle_dir, monkeypatch, capsys):
     assert app.state.settings.cors_origins == ("https://a.example",)
     assert main(["serve", "--model", str(bundle_dir.parent / "missing")]) == 2
     assert "pepx serve: error:" in capsys.readouterr().err and len(calls) == 3
+    assert main(["serve"]) == 0  # no --model: the bundle shipped inside the package
+    assert calls[-1][0].state.predictor.bundle.path == default_bundle_path()
 
 
 def test_runtime_auto_measures_onnx_only_when_exported(bundle_dir, tmp_path):

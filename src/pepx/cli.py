@@ -262,7 +262,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="REST API and web page for a bundle (FastAPI on uvicorn)")
     p.add_argument("--model", help="bundle folder (default: the bundle shipped with pepx)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1: this machine)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--token", default=os.environ.get("PEPX_TOKEN") or None,
                    help="bearer token required on every /v1/ call (default: $PEPX_TOKEN; unset: none)")
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
@@ -270,6 +270,8 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
                    help="auto: ONNX Runtime when the bundle has an ONNX export and it measures faster")
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="torch in channels-last memory format: faster on many CPUs, ~1e-6 from pepx predict")
     p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest request body (default: 32)")
     p.add_argument("--max-batch", type=int, default=16, help="images per forward pass (1: no batching)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill (default: 5)")
@@ -286,7 +288,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                              max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
                              max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, workers=args.workers)
     serve(args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
-          settings=settings)
+          channels_last=args.channels_last, settings=settings)
     return 0
 
 
