@@ -227,6 +227,8 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
     split = run.split if run.split is not None else test
     counts = pd.crosstab(split["split"], split["label"]).reindex(columns=list(CLASSES), fill_value=0)
     calibration = {**base["calibration"], "temperature": temperature, "fitted_on": cal_what}
+    if cal_table is not None:  # ECE / NLL on the test split before and after, [value, low, high]
+        calibration["test"] = _table_dict(cal_table)
     config = {**base, "calibration": calibration,
               "operating_points": {c: {k: v for k, v in p.items() if k != "test"} | {"test": p["test"]}
                                    for c, p in points.items()},
@@ -236,7 +238,8 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
                            "split_counts": {s: {c: int(n) for c, n in counts.loc[s].items()}
                                             for s in counts.index},
                            "command": command},
-              "test_metrics": _metric_dict(evaluation), "checks": {"data": cfg.data, "images": checks}}
+              "test_metrics": _table_dict(pd.concat([evaluation["metrics"], evaluation["auroc"]])),
+              "checks": {"data": cfg.data, "images": checks}}
     bundle = write_bundle(model, out, config, half=half)
     summary = {"bundle": bundle.config, "bundle_dir": out.name, "run": run.path.name, "command": command,
                "train_config": cfg.to_dict(), "split_counts": counts.reset_index(),
@@ -255,9 +258,9 @@ def _number(v: float) -> float | int | None:
     return None if v is None or np.isnan(v) else round(float(v), 6)
 
 
-def _metric_dict(evaluation: dict[str, Any]) -> dict[str, list[float | None]]:
-    rows = pd.concat([evaluation["metrics"], evaluation["auroc"]])
-    return {m: [_number(v) for v in (val, lo, hi)] for m, val, lo, hi in rows.itertuples(index=False)}
+def _table_dict(table: pd.DataFrame) -> dict[str, list[float | None]]:
+    """A `metric, value, low, high` frame as `{metric: [value, low, high]}`."""
+    return {m: [_number(v) for v in (val, lo, hi)] for m, val, lo, hi in table.itertuples(index=False)}
 
 
 def _warnings(split: pd.DataFrame) -> list[str]:
