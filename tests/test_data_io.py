@@ -120,10 +120,10 @@ def _png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _bomb_png() -> bytes:
-    """A tiny PNG whose header claims 30000 x 30000 pixels."""
+def _bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (30000 x 30000 by default)."""
     data = bytearray(_png_bytes(ramp()))
-    ihdr = struct.pack(">II", 30000, 30000) + bytes(data[24:29])
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
     data[16:29] = ihdr
     data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
     return bytes(data)
@@ -196,3 +196,26 @@ def test_bad_files_each_reported_good_ones_read(tmp_path, capsys):
     out = capsys.readouterr().out
     for b in bad:
         assert b.name in out
+
+
+# --------------------------------------------------------------------------- bytes in memory
+def test_bytes_decode_like_files_and_name_the_upload(tmp_path):
+    from pepx.data import ImageTooLargeError, read_image_bytes
+
+    good, bad = make_bad_folder(tmp_path / "mixed")
+    for p in good:  # every format: same array from the bytes as from the file, whatever the name says
+        assert np.array_equal(read_image_bytes(p.read_bytes(), "upload"), read_image(p)), p.name
+    dcm = next(p for p in good if p.suffix == ".dcm")
+    assert np.array_equal(read_image_bytes(dcm.read_bytes(), "x.png", dicom=True), read_image(dcm))
+    for p in bad:
+        if p.is_symlink():
+            continue
+        with pytest.raises(ImageReadError) as e:
+            read_image_bytes(p.read_bytes(), f"up/{p.name}")
+        assert e.value.path == f"up/{p.name}" and e.value.reason
+    with pytest.raises(ImageTooLargeError, match="pixels"):
+        read_image_bytes(_bomb_png(), "bomb.png")
+    with pytest.raises(ImageTooLargeError):  # the file reader refuses it the same way
+        read_image(tmp_path / "mixed/normal/bomb.png")
+    with pytest.raises(ImageReadError, match="no pixel data"):
+        read_image_bytes((tmp_path / "mixed/normal/nopixels.dcm").read_bytes(), "n.dcm")

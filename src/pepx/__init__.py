@@ -3,6 +3,8 @@
 Classes: Normal / Non-COVID pneumonia / COVID-19.
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 #: Class order used everywhere in pepx (label index = position).
@@ -14,7 +16,5 @@ CLASS_DISPLAY: tuple[str, ...] = ("Normal", "Non-COVID", "COVID-19")
 def __getattr__(name: str):
     """`pepx.load_bundle` and `pepx.Predictor` on first use, so `import pepx` stays light."""
     if name in ("load_bundle", "Predictor"):
-        from pepx import serving
-
-        return getattr(serving, name)
+        return getattr(importlib.import_module("pepx.serving"), name)
     raise AttributeError(f"module 'pepx' has no attribute {name!r}")

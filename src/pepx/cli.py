@@ -275,17 +275,17 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cam-class", help="class to explain (default: the predicted one)")
     p.add_argument("--cam-layer", help="Grad-CAM target layer (default: the last stage, e.g. layer4)")
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=POSITIVE, default=32)
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from pepx.serving import files
+    from pepx.training.layout import RunLayout
 
-    if args.model and (Path(args.model) / "config.yaml").is_file():  # a run folder (imports Lightning)
+    if args.model and RunLayout(args.model).config.is_file():  # a run folder (imports Lightning)
         from pepx.serving.build import predictor_from_run
 
         predictor = predictor_from_run(args.model, runtime=args.runtime, device=args.device)
@@ -295,8 +295,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from pepx.serving import Predictor
 
         predictor = Predictor.from_bundle(args.model, runtime=args.runtime, device=args.device)
+    from pepx.errors import ConfigError
+
     if args.cam_class is not None and args.cam_class not in predictor.classes:
-        raise ValueError(f"--cam-class {args.cam_class!r}: choose one of {', '.join(predictor.classes)}")
+        raise ConfigError(f"--cam-class {args.cam_class!r}: choose one of {', '.join(predictor.classes)}")
     preds = predictor.predict(files.collect_inputs(args.inputs), batch_size=args.batch_size)
     for p in preds:
         if p.status != "ok":
@@ -360,7 +362,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                  command=args.recipe)
         bundle = result.bundle
         print(result.text)
-    print(f"bundle: {bundle.path} ({bundle.config['weights']['bytes'] / 1e6:.1f} MB weights, sha256 "
+    print(f"bundle: {bundle.path} ({bundle.weights_bytes / 1e6:.1f} MB weights, sha256 "
           f"{bundle.sha256[:16]}...)")
     if args.format:
         inputs, what = parity_inputs(bundle)
@@ -370,12 +372,48 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- serve
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="REST API and web page for a bundle (FastAPI on uvicorn)")
+    p.add_argument("--model", help="bundle folder (default: the bundle shipped with pepx)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1: this machine)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--token", default=os.environ.get("PEPX_TOKEN") or None,
+                   help="bearer token required on every /v1/ call (default: $PEPX_TOKEN; unset: none)")
+    p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser calls from ORIGIN (repeatable; default: no CORS)")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                   help="auto: ONNX Runtime when the bundle has an ONNX export and it measures faster")
+    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="torch in channels-last memory format: faster on many CPUs, ~1e-6 from pepx predict")
+    p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest request body (default: 32)")
+    p.add_argument("--max-batch", type=int, default=16, help="images per forward pass (1: no batching)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill (default: 5)")
+    p.add_argument("--max-queue", type=int, default=64, help="images waiting before 503 (default: 64)")
+    p.add_argument("--workers", type=int, default=2, help="threads decoding uploads and drawing Grad-CAM")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pepx.serving.app import ServeSettings
+    from pepx.serving.server import serve
+
+    settings = ServeSettings(token=args.token, cors_origins=tuple(args.cors),
+                             max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
+                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, workers=args.workers)
+    serve(args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
+          channels_last=args.channels_last, settings=settings)
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pepx", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
-                _add_reproduce_parser, _add_recipe_parser, _add_predict_parser, _add_export_parser):
+                _add_reproduce_parser, _add_recipe_parser, _add_predict_parser, _add_export_parser,
+                _add_serve_parser):
         add(sub)
     return parser
 

@@ -20,6 +20,10 @@ class ImageReadError(DataError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class ImageTooLargeError(ImageReadError):
+    """An image with more pixels than the reader accepts (a possible decompression bomb)."""
+
+
 class SourceError(DataError):
     """A data source (spec, label file, manifest) cannot be used as a whole."""
 

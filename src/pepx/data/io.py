@@ -1,9 +1,15 @@
-"""Reading one image file (PNG 8/16-bit, JPEG, any Pillow mode, DICOM) into one grayscale array."""
+"""Reading one image (PNG 8/16-bit, JPEG, any Pillow mode, DICOM) into one grayscale array.
+
+`read_image(path)` reads a file; `read_image_bytes(data, name)` reads the same formats from bytes in memory
+(an upload). Both share one decoder, so a file and its bytes give the same array.
+"""
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
@@ -11,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from pepx.data.errors import ImageReadError
+from pepx.data.errors import ImageReadError, ImageTooLargeError
 
 #: Largest image (width x height) read; bigger ones are refused as possible decompression bombs.
 MAX_PIXELS = 60_000_000
@@ -29,7 +35,12 @@ def is_dicom(path: str | Path) -> bool:
             head = fh.read(132)
     except OSError:
         return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    return has_dicom_marker(head)
+
+
+def has_dicom_marker(head: bytes) -> bool:
+    """True when `head` (a file's first bytes) has DICOM's `DICM` marker after the 128-byte preamble."""
+    return len(head) >= 132 and head[128:132] == b"DICM"
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -43,18 +54,35 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if p.stat().st_size == 0:
         raise ImageReadError(p, "empty file (0 bytes)")
     if is_dicom(p):
-        return _read_dicom(p, max_pixels)
-    return _read_pillow(p, max_pixels)
+        return _read_dicom(p, p, max_pixels)
+    return _read_pillow(p, p, max_pixels)
 
 
-def _read_pillow(p: Path, max_pixels: int) -> np.ndarray:
+def read_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS,
+                     dicom: bool | None = None) -> np.ndarray:
+    """`read_image` for the bytes of an image file held in memory (nothing is written to disk).
+
+    `name` names the image in errors; `dicom`: decode as DICOM (True), with Pillow (False), or decide as
+    `read_image` does, by `name`'s suffix or the `DICM` marker (None). Raises `ImageReadError`, and its
+    subclass `ImageTooLargeError` for images over `max_pixels` (possible decompression bombs).
+    """
+    if not data:
+        raise ImageReadError(name, "empty file (0 bytes)")
+    if dicom is None:
+        dicom = Path(name).suffix.lower() in DICOM_SUFFIXES or has_dicom_marker(data[:132])
+    source = io.BytesIO(data)
+    return _read_dicom(source, name, max_pixels) if dicom else _read_pillow(source, name, max_pixels)
+
+
+def _read_pillow(source: Path | BinaryIO, p: str | Path, max_pixels: int) -> np.ndarray:
+    """Decode `source` (a path or a binary file object) with Pillow; errors name `p`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+            with Image.open(source) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise ImageReadError(
+                    raise ImageTooLargeError(
                         p,
                         f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} "
                         "(possible decompression bomb)",
@@ -68,7 +96,7 @@ def _read_pillow(p: Path, max_pixels: int) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageReadError(p, "not an image Pillow can identify") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(p, f"decompression bomb: {e}") from None
+        raise ImageTooLargeError(p, f"decompression bomb: {e}") from None
     except Exception as e:  # decoders raise OSError, SyntaxError, zlib.error, ValueError...: all mean corrupt
         raise ImageReadError(p, f"corrupt or truncated image ({type(e).__name__}: {e})") from None
     if not np.isfinite(arr).all():
@@ -103,9 +131,10 @@ def _minmax(a: np.ndarray) -> np.ndarray:
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 
-def _read_dicom(p: Path, max_pixels: int) -> np.ndarray:
+def _read_dicom(source: Path | BinaryIO, p: str | Path, max_pixels: int) -> np.ndarray:
+    """Decode `source` (a path or a binary file object) with pydicom; errors name `p`."""
     try:
-        ds = pydicom.dcmread(p)
+        ds = pydicom.dcmread(source)
     except InvalidDicomError as e:
         raise ImageReadError(p, f"not a valid DICOM file ({e})") from None
     except Exception as e:  # pydicom raises many types for broken files
@@ -114,7 +143,7 @@ def _read_dicom(p: Path, max_pixels: int) -> np.ndarray:
         raise ImageReadError(p, "DICOM has no pixel data")
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     if rows * cols > max_pixels:
-        raise ImageReadError(p, f"{cols}x{rows} pixels exceeds the limit of {max_pixels}")
+        raise ImageTooLargeError(p, f"{cols}x{rows} pixels exceeds the limit of {max_pixels}")
     try:
         raw = ds.pixel_array
     except Exception as e:

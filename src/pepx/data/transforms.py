@@ -83,6 +83,13 @@ def normalize_array(x: np.ndarray, mode: str = "image") -> np.ndarray:
     return ((x - np.float32(mean)) * np.float32(1.0 / max(var**0.5, 1e-3))).astype(np.float32, copy=False)
 
 
+def model_input(image: np.ndarray, size: int, settings: Preprocess) -> np.ndarray:
+    """float [H, W] in [0, 1] -> the network's float32 [size, size] input: exactly what `CXRDataset` serves
+    for that file without augmentation (cache step `crop_resize`, then `normalize_array`)."""
+    small = crop_resize(image, size, settings.top_crop, settings.square).astype(np.float32)
+    return normalize_array(small / 255.0, settings.normalize)
+
+
 def normalize(x: torch.Tensor, mode: str = "image") -> torch.Tensor:
     """Per-image intensity normalisation of a [1, S, S] float tensor in [0, 1]."""
     if mode == "none":

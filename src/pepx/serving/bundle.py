@@ -35,6 +35,7 @@ from torch import nn
 import pepx
 from pepx.data.transforms import Preprocess
 from pepx.errors import BundleError
+from pepx.models import create_model
 
 FORMAT, FORMAT_VERSION = "pepx-bundle", 1
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
@@ -109,11 +110,14 @@ class Bundle:
     def sha256(self) -> str:
         return str(self.config["weights"]["sha256"])
 
+    @property
+    def weights_bytes(self) -> int:
+        """Size of `model.safetensors` as recorded in config.json."""
+        return int(self.config["weights"]["bytes"])
+
     # ------------------------------------------------------------------ use
     def build_model(self) -> nn.Module:
         """The network in eval mode, fp32, on the CPU, with the bundle's weights."""
-        from pepx.models import create_model
-
         arch = self.config["architecture"]
         try:
             model = create_model(arch["name"], num_classes=len(self.classes), in_chans=self.in_chans,

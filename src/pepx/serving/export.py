@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
-from pepx.errors import BundleError
+from pepx.data.cache import cache_root
+from pepx.data.io import read_image
+from pepx.data.transforms import model_input
+from pepx.errors import BundleError, ConfigError
 from pepx.serving.bundle import CONFIG_FILE, Bundle, sha256_bytes
 
 FORMATS = ("onnx", "torchscript")
@@ -75,10 +79,6 @@ def torchscript_bytes(bundle: Bundle) -> bytes:
 def onnx_session(bundle: Bundle, path: str | Path | None = None):
     """An ONNX Runtime session of the bundle: `path`, else the bundle's own model.onnx (checked against its
     sha256 in config.json), else an export made once into `$PEPX_CACHE/onnx/`."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise BundleError("runtime onnx needs onnxruntime: pip install 'pepx[export]'") from None
     file = Path(path) if path is not None else _bundle_file(bundle, "onnx") or _cached_onnx(bundle)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
@@ -97,8 +97,6 @@ def _bundle_file(bundle: Bundle, fmt: str) -> Path | None:
 
 
 def _cached_onnx(bundle: Bundle) -> Path:
-    from pepx.data.cache import cache_root
-
     folder = cache_root() / "onnx"
     file = folder / f"{bundle.sha256[:20]}-T{bundle.temperature:.6g}.onnx"
     if not file.is_file():
@@ -120,20 +118,17 @@ def parity(bundle: Bundle, fmt: str, file: str | Path, inputs: torch.Tensor) -> 
         with torch.inference_mode():
             got = torch.jit.load(str(file), map_location="cpu")(inputs)[1].numpy()
     else:
-        raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
+        raise ConfigError(f"unknown export format {fmt!r}; choose from {FORMATS}")
     return float(np.abs(np.asarray(got) - eager).max())
 
 
 def parity_inputs(bundle: Bundle, limit: int = 32) -> tuple[torch.Tensor, str]:
     """Preprocessed inputs for the parity check: the bundle's reference test images (config.json `checks`)
     where they can be found, else seeded random inputs; and a phrase saying which."""
-    from pepx.data import read_image
-    from pepx.serving.predictor import Predictor
-
     paths = check_images(bundle)[:limit]
     if paths:
-        predictor = Predictor(bundle, device="cpu")
-        return torch.stack([predictor.preprocess(read_image(p)) for p in paths]), f"{len(paths)} test images"
+        images = [model_input(read_image(p), bundle.image_size, bundle.preprocess) for p in paths]
+        return torch.from_numpy(np.stack(images)).unsqueeze(1), f"{len(paths)} test images"
     return example_input(bundle, 16), "16 random inputs (the bundle's reference images were not found)"
 
 
@@ -154,7 +149,7 @@ def export_formats(bundle: Bundle, formats: list[str] | tuple[str, ...], inputs:
     exports = dict(bundle.config.get("exports") or {})
     for fmt in formats:
         if fmt not in FORMATS:
-            raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+            raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
         data = onnx_bytes(bundle) if fmt == "onnx" else torchscript_bytes(bundle)
         file = bundle.path / FILES[fmt]
         file.write_bytes(data)

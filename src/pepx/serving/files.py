@@ -13,6 +13,7 @@ import pandas as pd
 
 from pepx.data.errors import DataError
 from pepx.data.io import IMAGE_SUFFIXES, is_dicom, read_image
+from pepx.errors import ConfigError
 from pepx.markdown import markdown_table
 from pepx.serving.predictor import Prediction, Predictor
 
@@ -59,7 +60,7 @@ def write_predictions(preds: Sequence[Prediction], out: str | Path,
     elif out.suffix.lower() == ".csv":
         table.to_csv(out, index=False)
     else:
-        raise ValueError(f"--out {out}: use a .csv or .json file name")
+        raise ConfigError(f"--out {out}: use a .csv or .json file name")
     return out
 
 

@@ -23,8 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib import colormaps
 from PIL import Image
+from scipy.stats import spearmanr
 from torch import nn
+
+from pepx.errors import ConfigError
 
 #: Candidate last stages, in order of preference.
 DEFAULT_LAYERS = ("layer4", "stage4")
@@ -36,7 +40,7 @@ def default_layer(model: nn.Module) -> str:
     for name in DEFAULT_LAYERS:
         if name in names:
             return name
-    raise ValueError(f"{type(model).__name__} has none of {DEFAULT_LAYERS}: pass the target layer by name")
+    raise ConfigError(f"{type(model).__name__} has none of {DEFAULT_LAYERS}: pass the target layer by name")
 
 
 def resolve_layer(model: nn.Module, name: str | None) -> nn.Module:
@@ -47,7 +51,8 @@ def resolve_layer(model: nn.Module, name: str | None) -> nn.Module:
         module = model.get_submodule(name)
     except AttributeError:
         layers = [n for n, _ in model.named_children()]
-        raise ValueError(f"no layer {name!r} in {type(model).__name__}; top-level layers: {layers}") from None
+        raise ConfigError(f"no layer {name!r} in {type(model).__name__}; top-level layers: {layers}"
+                          ) from None
     while isinstance(module, nn.ModuleList):
         module = module[-1]
     return module
@@ -69,7 +74,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int | None = None,
             logits = model(x.detach().requires_grad_(True))
             index = int(logits[0].argmax()) if class_index is None else int(class_index)
             if not 0 <= index < logits.shape[1]:
-                raise ValueError(f"class_index {index} out of range for {logits.shape[1]} classes")
+                raise ConfigError(f"class_index {index} out of range for {logits.shape[1]} classes")
             (grads,) = torch.autograd.grad(logits[0, index], captured[-1])
     finally:
         handle.remove()
@@ -102,8 +107,6 @@ def randomization_check(model: nn.Module, inputs: Sequence[torch.Tensor], layer:
                         class_index: int | None = None, seed: int = 0) -> np.ndarray:
     """Spearman rank correlation, per input, between the trained model's map and the map of the same class
     from a re-initialised copy (Adebayo et al. 2018). A faithful map changes: correlations well below 0.5."""
-    from scipy.stats import spearmanr
-
     random_model = reinitialized(model, seed)
     out = []
     for x in inputs:
@@ -140,8 +143,6 @@ class Explanation:
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, size: int | None = None,
             cmap: str = "jet") -> Image.Image:
     """RGB picture of `image` ([H, W] in [0, 1]) with `heat` ([H, W] in [0, 1]) as a colour map."""
-    from matplotlib import colormaps
-
     grey = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
     heat = np.clip(np.asarray(heat, dtype=np.float32), 0, 1)
     colour = colormaps[cmap](heat)[..., :3].astype(np.float32)

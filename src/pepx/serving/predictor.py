@@ -21,11 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pepx.data.errors import DataError
 from pepx.data.io import read_image
-from pepx.data.transforms import crop_resize, normalize_array
+from pepx.data.transforms import model_input
+from pepx.errors import ConfigError
 from pepx.serving.bundle import Bundle, load_bundle
+from pepx.serving.export import onnx_session
 from pepx.serving.gradcam import Explanation, default_layer, grad_cam, to_image_frame
 
 RUNTIMES = ("torch", "onnx")
@@ -70,7 +73,7 @@ class Predictor:
     def __init__(self, bundle: Bundle, runtime: str = "torch", device: str | torch.device | None = None,
                  channels_last: bool = False) -> None:
         if runtime not in RUNTIMES:
-            raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+            raise ConfigError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         self.bundle = bundle
         self.runtime = runtime
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -83,8 +86,6 @@ class Predictor:
         self._model = bundle.build_model().to(self.device, memory_format=self._format)
         self._session = None
         if runtime == "onnx":
-            from pepx.serving.export import onnx_session
-
             self._session = onnx_session(bundle)
         self._cam_model: torch.nn.Module | None = None
         self._cam_lock = threading.Lock()
@@ -98,10 +99,8 @@ class Predictor:
     # ------------------------------------------------------------------ pieces
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """float32 [H, W] in [0, 1] (as `pepx.data.read_image` returns) -> the network's input [1, S, S]."""
-        image = _check_image(image)
-        s = self._settings
-        small = crop_resize(image, self.image_size, s.top_crop, s.square).astype(np.float32)
-        return torch.from_numpy(normalize_array(small / 255.0, s.normalize)).unsqueeze(0)
+        x = model_input(_check_image(image), self.image_size, self._settings)
+        return torch.from_numpy(x).unsqueeze(0)
 
     def predict_tensor(self, x: torch.Tensor) -> np.ndarray:
         """Preprocessed inputs [N, 1, S, S] -> calibrated probabilities [N, num_classes] (float32)."""
@@ -132,7 +131,7 @@ class Predictor:
         others go on. `progress`: None (a bar on stderr for many inputs at a terminal), True, False, or a
         callable `(done, total)`."""
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         results: list[Prediction] = []
         with _Progress(progress, len(inputs)) as bar:
             for chunk in _chunks(list(inputs), batch_size):
@@ -212,8 +211,6 @@ class _Progress:
         if callable(progress) and not isinstance(progress, bool):
             self.callback = progress
         elif progress or (progress is None and total >= PROGRESS_FROM and sys.stderr.isatty()):
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, unit="img", file=sys.stderr, desc="predict")
 
     def __enter__(self) -> _Progress:

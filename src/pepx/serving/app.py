@@ -1,0 +1,265 @@
+"""The HTTP API and the page: `create_app(predictor, settings)` returns the FastAPI application.
+
+    GET  /                the page (static/index.html; plain HTML/CSS/JS, works offline)
+    GET  /v1/health       liveness, the model's id and version, runtime, batching counters
+    GET  /v1/model        the model card (Markdown) and config.json
+    POST /v1/predict      multipart, one or more `file` fields (PNG, JPEG, DICOM); `?cam=true` adds Grad-CAM
+    GET  /docs            OpenAPI (Swagger UI; /openapi.json is the schema)
+
+Every `/v1/` call needs `Authorization: Bearer TOKEN` when `settings.token` is set. Uploads are checked by
+`pepx.serving.uploads` (413 / 415 / 422 with the reason), decoded and preprocessed in a bounded thread pool,
+and each image goes through the `DynamicBatcher` (503 + Retry-After when its queue is full). Weights are only
+ever loaded through `pepx.serving.load_bundle` / `Predictor` (by the caller, see `pepx.serving.server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, UploadFile
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from matplotlib import colormaps
+from PIL import Image
+from starlette.requests import Request
+
+import pepx
+from pepx.data.io import MAX_PIXELS
+from pepx.serving.batching import DynamicBatcher, QueueFullError
+from pepx.serving.gradcam import Explanation, overlay
+from pepx.serving.predictor import Predictor
+from pepx.serving.uploads import BodyLimit, Upload, UploadError, decode, read_upload
+
+STATIC = Path(str(resources.files("pepx.serving").joinpath("static")))
+NOTICE = "Research use only: not for diagnosis or any clinical decision."
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server behaves (every field is a `pepx serve` option; docs/serving.md explains them).
+
+    Args:
+        token: bearer token every `/v1/` call must carry; None: no authentication.
+        cors_origins: origins allowed to call the API from a browser; empty: no CORS headers at all.
+        max_upload_mb: largest request body (all files of one request together).
+        max_files: most `file` fields in one request.
+        max_pixels: largest decoded image (width x height); bigger ones are refused as decompression bombs.
+        max_batch: most images in one forward pass (1: dynamic batching off).
+        max_wait_ms: longest wait for more images to fill a batch.
+        max_queue: most images waiting for inference; beyond it requests get 503 + Retry-After.
+        workers: threads that decode uploads and draw Grad-CAM maps.
+        cam_size: longest side of the Grad-CAM pictures returned, in pixels.
+        runtime_info: how the runtime was chosen (shown by /v1/health).
+    """
+
+    token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_upload_mb: float = 32.0
+    max_files: int = 16
+    max_pixels: int = MAX_PIXELS
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    max_queue: int = 64
+    workers: int = 2
+    cam_size: int = 512
+    runtime_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_upload_mb * 1_000_000)
+
+
+def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
+    """The application serving `predictor` (its batcher and thread pool run while the app's lifespan does)."""
+    s = settings or ServeSettings()
+    batcher = DynamicBatcher(predictor.predict_tensor, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
+                             max_queue=s.max_queue)
+    pool: dict[str, ThreadPoolExecutor] = {}
+    bundle = predictor.bundle
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        pool["decode"] = ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="pepx-decode")
+        batcher.start()
+        try:
+            yield
+        finally:
+            batcher.stop()
+            pool.pop("decode").shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(title="pepx", version=pepx.__version__, lifespan=lifespan,
+                  description=f"Chest X-ray classification with {bundle.id} {bundle.version}. {NOTICE}")
+    app.add_middleware(BodyLimit, max_bytes=s.max_body_bytes, hint=" (pepx serve --max-upload-mb)")
+    app.state.batcher, app.state.predictor, app.state.settings = batcher, predictor, s
+    if s.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_Bearer(s.token))] if s.token else [])
+
+    @v1.get("/health", summary="Liveness, model, runtime and batching counters")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": _model_id(predictor), "runtime": predictor.runtime,
+                "runtime_choice": s.runtime_info, "device": str(predictor.device),
+                "batching": batcher.stats(), "uptime_s": round(time.time() - started, 1)}
+
+    @v1.get("/model", summary="The model card (Markdown) and config.json")
+    async def model() -> dict[str, Any]:
+        return {**_model_id(predictor), "classes": list(bundle.classes),
+                "class_display": list(bundle.config.get("class_display") or bundle.classes),
+                "image_size": bundle.image_size, "runtime": predictor.runtime, "notice": NOTICE,
+                "limits": {"max_upload_mb": s.max_upload_mb, "max_files": s.max_files,
+                           "accepted": ["image/png", "image/jpeg", "application/dicom"]},
+                "card": bundle.card, "config": bundle.config}
+
+    @v1.post("/predict", summary="Classify one or more chest X-rays",
+             responses={413: {"description": "request, file or decoded image too large"},
+                        415: {"description": "not PNG, JPEG or DICOM (judged by the bytes)"},
+                        422: {"description": "empty, truncated or undecodable file; DICOM without pixels"},
+                        503: {"description": "inference queue full; see Retry-After"}})
+    async def predict(file: Annotated[list[UploadFile], File(description="PNG, JPEG or DICOM; repeat the "
+                                                                         "field for several images")],
+                      cam: Annotated[bool, Query(description="add Grad-CAM pictures as PNG data URLs")]
+                      = False):
+        t0 = time.perf_counter()
+        if len(file) > s.max_files:
+            raise HTTPException(413, f"{len(file)} files in one request: at most {s.max_files}")
+        uploads = []
+        for part in file:
+            try:
+                uploads.append(await read_upload(part, s.max_body_bytes))
+            except UploadError as err:
+                uploads.append(err)
+        work = [_one(item, cam) for item in uploads]
+        results = await asyncio.gather(*work, return_exceptions=True)
+        full = next((r for r in results if isinstance(r, QueueFullError)), None)
+        if full is not None:
+            raise HTTPException(503, str(full), headers={"Retry-After": str(full.retry_after)})
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        body = {"model": _model_id(predictor), "runtime": predictor.runtime, "notice": NOTICE,
+                "predictions": results, "timing_ms": {"total": _ms(t0)}}
+        if any(r["status"] == "ok" for r in results):
+            return body
+        first = results[0]
+        detail = "; ".join(f"{r['filename']}: {r['error']}" for r in results)
+        return JSONResponse({"detail": detail, **body}, status_code=first["code"])
+
+    async def _one(item: Upload | UploadError, cam: bool) -> dict[str, Any]:
+        if isinstance(item, UploadError):
+            return _error(item)
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            x, image, kind = await loop.run_in_executor(pool["decode"], _prepare, predictor, item,
+                                                        s.max_pixels)
+        except UploadError as err:
+            return _error(err)
+        decode_ms = _ms(t0)
+        res = await asyncio.wrap_future(batcher.submit(x))
+        out = _prediction_json(predictor, item.filename, res.probabilities)
+        out.update(media_type=kind, batch_size=res.batch_size,
+                   timing_ms={"decode": decode_ms, "queue": round(res.queue_ms, 2),
+                              "inference": round(res.inference_ms, 2)})
+        if cam:
+            t1 = time.perf_counter()
+            index = int(np.argmax(res.probabilities))
+            out["cam"] = await loop.run_in_executor(pool["decode"], _cam_pictures, predictor, image, index,
+                                                    s.cam_size)
+            out["timing_ms"]["cam"] = _ms(t1)
+        return out
+
+    app.include_router(v1)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+# ---------------------------------------------------------------------- pieces
+class _Bearer(HTTPBearer):
+    """Dependency: the request must carry `Authorization: Bearer <token>` (compared in constant time)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(auto_error=False, description="pepx serve --token / $PEPX_TOKEN")
+        self.token = token.encode()
+
+    async def __call__(self, request: Request) -> None:
+        credentials = await super().__call__(request)
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, self.token):
+            raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+
+def _model_id(predictor: Predictor) -> dict[str, str]:
+    return {"id": predictor.bundle.id, "version": predictor.bundle.version}
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 2)
+
+
+def _error(err: UploadError) -> dict[str, Any]:
+    return {"filename": err.filename, "status": "error", "code": err.status, "error": err.reason}
+
+
+def _prepare(predictor: Predictor, upload: Upload, max_pixels: int):
+    image, kind = decode(upload, max_pixels)
+    try:
+        return predictor.preprocess(image), image, kind
+    except ValueError as err:
+        raise UploadError(422, upload.filename, str(err)) from None
+
+
+def _prediction_json(predictor: Predictor, filename: str, probs: np.ndarray) -> dict[str, Any]:
+    pred = predictor._prediction(filename, probs)  # Predictor's own label and operating-point flags
+    display = dict(zip(predictor.classes, predictor.bundle.config.get("class_display") or predictor.classes,
+                       strict=True))
+    return {"filename": filename, "status": "ok", "label": pred.label, "label_display": display[pred.label],
+            "probabilities": pred.probabilities, "flagged": list(pred.flagged)}
+
+
+def _cam_pictures(predictor: Predictor, image: np.ndarray, class_index: int, size: int) -> dict[str, Any]:
+    """Grad-CAM of `class_index` as three PNG data URLs at most `size` px: `overlay` (the map blended in at
+    alpha 0.5), `film` (the radiograph, grey) and `heatmap` (the map's colours, transparent where cold: laid
+    over `film` at opacity a it gives exactly the overlay at alpha a)."""
+    exp: Explanation = predictor.explain(image, class_index=class_index)
+    h, w = exp.image.shape
+    scale = min(1.0, size / max(h, w))
+    shape = (max(1, round(w * scale)), max(1, round(h * scale)))
+    film, heat = (np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize(shape, Image.BILINEAR))
+                  .clip(0, 1) for a in (exp.image, exp.map))
+    rgba = colormaps["jet"](heat)
+    rgba[..., 3] = heat
+    return {"class": exp.class_name, "class_index": exp.class_index, "layer": exp.layer,
+            "overlay": _png_url(overlay(film, heat, alpha=0.5)),
+            "film": _png_url(Image.fromarray((film * 255 + 0.5).astype(np.uint8), mode="L")),
+            "heatmap": _png_url(Image.fromarray((rgba * 255 + 0.5).astype(np.uint8), mode="RGBA"))}
+
+
+def _png_url(picture: Image.Image) -> str:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+__all__ = ["NOTICE", "ServeSettings", "create_app"]

@@ -1,0 +1,225 @@
+"""pepx serve's API contract (TestClient): endpoints, bad inputs, token, CORS, the same numbers as predict."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from pepx.cli import main
+from pepx.serving import Predictor
+from pepx.serving.app import NOTICE, ServeSettings, create_app
+from test_data_io import _bomb_png, make_dicom, ramp
+from test_serving_bundle import make_bundle
+from test_serving_predictor import radiograph, save_png
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve") / "bundle"
+    make_bundle(folder, operating_points={"COVID-19": {"threshold": 0.0}})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def predictor(bundle_dir):
+    return Predictor.from_bundle(bundle_dir, runtime="torch", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    with TestClient(create_app(predictor, ServeSettings(max_upload_mb=2, max_files=4))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """The same kinds of file a user drops: 8-bit PNG, JPEG, 12-bit DICOM."""
+    d = tmp_path_factory.mktemp("images")
+    png = save_png(d / "film.png", radiograph(120, 100, seed=1))
+    Image.fromarray((radiograph(90, 110, seed=2) * 255).astype(np.uint8)).save(d / "film.jpg", quality=90)
+    dcm = make_dicom(d / "film.dcm", (radiograph(96, 96, seed=3) * 4095).round())
+    return {"png": png, "jpg": d / "film.jpg", "dcm": dcm}
+
+
+def post(client, *files, cam=False, headers=None):
+    parts = [("file", (name, data, "application/octet-stream")) for name, data in files]
+    return client.post(f"/v1/predict{'?cam=true' if cam else ''}", files=parts, headers=headers or {})
+
+
+# --------------------------------------------------------------------------- endpoints
+def test_health_model_page_docs(client, predictor):
+    health = client.get("/v1/health").json()
+    assert health["status"] == "ok" and health["model"] == {"id": "tiny", "version": "0.0.1"}
+    assert health["runtime"] == "torch" and health["batching"]["max_batch"] == 16
+    model = client.get("/v1/model").json()
+    assert model["card"] == "# tiny\n" and model["classes"] == list(predictor.classes)
+    assert model["config"]["weights"]["sha256"] == predictor.bundle.sha256 and model["image_size"] == 48
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "not for diagnosis" in page.text and "/static/app.js" in page.text
+    texts = [page.text]
+    for asset, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        r = client.get(f"/static/{asset}")
+        assert r.status_code == 200 and kind in r.headers["content-type"]
+        texts.append(r.text)
+    assert not any("http://" in t or "https://" in t for t in texts)  # nothing from outside: works offline
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/predict", "/v1/health", "/v1/model"} <= set(schema["paths"])
+
+
+def test_predict_equals_predictor_and_pepx_predict(client, predictor, images, tmp_path):
+    """One file per request: bit-identical to Predictor.predict and to `pepx predict`'s CSV."""
+    out = tmp_path / "rows.csv"
+    paths = [str(p) for p in images.values()]
+    assert main(["predict", "--model", str(predictor.bundle.path), *paths, "--batch-size", "1", "--out",
+                 str(out)]) == 0
+    rows = pd.read_csv(out, float_precision="round_trip").set_index("source")
+    for kind, path in images.items():
+        r = post(client, (path.name, path.read_bytes()))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == {"id": "tiny", "version": "0.0.1"} and body["notice"] == NOTICE
+        (got,) = body["predictions"]
+        (expected,) = predictor.predict([path], progress=False)
+        assert got["status"] == "ok" and got["filename"] == path.name and got["batch_size"] == 1
+        assert got["probabilities"] == expected.probabilities, kind
+        assert got["label"] == expected.label and got["flagged"] == ["COVID-19"]  # threshold 0 flags
+        cli = {c: rows.loc[str(path), f"prob_{c}"] for c in predictor.classes}
+        assert got["probabilities"] == cli and rows.loc[str(path), "label"] == got["label"]
+        media = {"png": "image/png", "jpg": "image/jpeg", "dcm": "application/dicom"}
+        assert got["media_type"] == media[kind]
+        assert set(got["timing_ms"]) == {"decode", "queue", "inference"} and body["timing_ms"]["total"] > 0
+
+
+def test_several_files_keep_order_and_good_ones_survive_bad(client, predictor, images):
+    names = ["film.dcm", "junk.png", "film.png"]
+    r = post(client, (names[0], images["dcm"].read_bytes()), (names[1], b"hello, not an image"),
+             (names[2], images["png"].read_bytes()))
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    assert [p["filename"] for p in preds] == names and [p["status"] for p in preds] == ["ok", "error", "ok"]
+    assert preds[1]["code"] == 415
+    expected = predictor.predict([images["dcm"], images["png"]], progress=False)
+    for got, want in zip((preds[0], preds[2]), expected, strict=True):  # batched with each other: 1e-6
+        assert max(abs(got["probabilities"][c] - want.probabilities[c]) for c in predictor.classes) < 1e-6
+    too_many = post(client, *[("a.png", images["png"].read_bytes())] * 5)
+    assert too_many.status_code == 413 and "at most 4" in too_many.json()["detail"]
+
+
+def test_cam_pictures_compose_to_the_overlay(client, images):
+    r = post(client, ("film.png", images["png"].read_bytes()), cam=True)
+    (pred,) = r.json()["predictions"]
+    cam = pred["cam"]
+    assert cam["class"] == pred["label"] and cam["layer"] == "layer4" and pred["timing_ms"]["cam"] > 0
+    pictures = {k: Image.open(io.BytesIO(base64.b64decode(cam[k].split(",", 1)[1])))
+                for k in ("overlay", "film", "heatmap")}
+    assert all(cam[k].startswith("data:image/png;base64,") for k in pictures)
+    assert pictures["film"].size == pictures["heatmap"].size == pictures["overlay"].size == (100, 120)
+    assert (pictures["film"].mode, pictures["heatmap"].mode) == ("L", "RGBA")
+    # the page lays the heat map over the film at opacity a: at a = 0.5 that is the overlay, to rounding
+    film = np.asarray(pictures["film"], dtype=np.float32)[..., None] / 255
+    heat = np.asarray(pictures["heatmap"], dtype=np.float32) / 255
+    w = 0.5 * heat[..., 3:]
+    composed = (1 - w) * film + w * heat[..., :3]
+    overlay = np.asarray(pictures["overlay"], dtype=np.float32) / 255
+    assert np.abs(composed - overlay).max() < 3 / 255 and heat[..., 3].max() > 0.9
+
+
+# --------------------------------------------------------------------------- bad input: never a 5xx
+def _truncated_png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray((radiograph(64, 64) * 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()[:300]
+
+
+def _dicom_without_pixels(tmp_path) -> bytes:
+    return make_dicom(tmp_path / "n.dcm", ramp(top=4095), pixels=False).read_bytes()
+
+
+@pytest.mark.parametrize("name, make, status, words", [
+    ("cut.png", lambda tmp: _truncated_png(), 422, "truncated"),
+    ("zero.png", lambda tmp: b"", 422, "empty"),
+    ("notes.png", lambda tmp: b"these are my notes, renamed to .png\n" * 20, 415, "not a PNG, JPEG or DICOM"),
+    ("bomb.png", lambda tmp: _bomb_png(20000, 20000), 413, "pixels"),
+    ("huge.png", lambda tmp: _bomb_png(8000, 8000), 413, "exceeds the limit of 60000000"),  # below Pillow's
+    ("empty.dcm", _dicom_without_pixels, 422, "no pixel data"),
+    ("big.png", lambda tmp: b"\x89PNG\r\n\x1a\n" + bytes(2_100_000), 413, "upload limit of 2 MB"),
+])
+def test_bad_input_statuses(client, tmp_path, name, make, status, words):
+    r = post(client, (name, make(tmp_path)))
+    assert r.status_code == status, r.text
+    assert words in r.json()["detail"]
+    if "upload limit" not in words:  # a refused body has no per-file rows
+        (row,) = r.json()["predictions"]
+        assert row == {"filename": name, "status": "error", "code": status, "error": row["error"]}
+
+
+def test_body_limit_counts_bytes_not_the_header(client):
+    """A streamed body (no Content-Length) or a lying Content-Length is cut off at the limit too."""
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n\x89PNG\r\n\x1a\n'
+
+    def body():
+        yield head
+        for _ in range(25):
+            yield bytes(100_000)
+        yield b"\r\n--b--\r\n"
+
+    for extra in ({}, {"content-length": "1000"}):
+        r = client.post("/v1/predict", content=body(),
+                        headers={"content-type": "multipart/form-data; boundary=b", **extra})
+        assert r.status_code == 413 and "request body is over the upload limit" in r.json()["detail"]
+    # a declared oversize body is refused from its header, before a byte of it is read
+    small = head + b"\r\n--b--\r\n"
+    r = client.post("/v1/predict", content=small, headers={"content-type": "multipart/form-data; boundary=b",
+                                                            "content-length": str(10**9)})
+    assert r.status_code == 413 and "request body is over the upload limit" in r.json()["detail"]
+    assert client.get("/v1/health").status_code == 200  # and the server goes on
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc")
+def test_uploads_leave_no_open_or_named_files(client, tmp_path):
+    """Parts over 1 MB spool to an anonymous temp file; it is closed (and so gone) once the request ends."""
+    big = Image.fromarray((np.random.default_rng(0).random((1000, 1000)) * 255).astype(np.uint8))
+    buf = io.BytesIO()
+    big.save(buf, format="PNG", compress_level=0)
+    assert 1_000_000 < len(buf.getvalue()) < 2_000_000
+    post(client, ("warm.png", buf.getvalue()))
+    before = set(os.listdir("/proc/self/fd"))
+    r = post(client, ("big.png", buf.getvalue()))
+    assert r.status_code == 200
+    leaked = [os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - before
+              if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert not [p for p in leaked if "/" in p and not p.startswith(("/dev", "/proc"))], leaked
+
+
+# --------------------------------------------------------------------------- token and CORS
+def test_token_guards_every_v1_call_but_not_the_page(predictor, images):
+    app = create_app(predictor, ServeSettings(token="s3cret"))
+    good = {"Authorization": "Bearer s3cret"}
+    with TestClient(app) as c:
+        for path in ("/v1/health", "/v1/model"):
+            assert c.get(path).status_code == 401
+            assert c.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert c.get(path, headers=good).status_code == 200
+        r = post(c, ("film.png", images["png"].read_bytes()))
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert post(c, ("film.png", images["png"].read_bytes()), headers=good).status_code == 200
+        assert c.get("/").status_code == 200 and c.get("/static/app.js").status_code == 200
+
+
+def test_no_cors_unless_asked(predictor, client):
+    origin = {"Origin": "https://viewer.example"}
+    assert "access-control-allow-origin" not in client.get("/v1/health", headers=origin).headers
+    with TestClient(create_app(predictor, ServeSettings(cors_origins=("https://viewer.example",)))) as c:
+        r = c.get("/v1/health", headers=origin)
+        assert r.headers["access-control-allow-origin"] == "https://viewer.example"
+        other = c.get("/v1/health", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
