@@ -1,6 +1,6 @@
-"""The one place `pepx.serving` reads a training run folder (change it here when the run layout moves).
+"""The one place `pepx.serving` reads a training run folder, through `pepx.training.RunLayout`.
 
-Reads through `pepx.training.load_run` (model + config) and the run's `split.csv`; this imports Lightning, so
+Reads through `pepx.training.load_run` (model + config) and the run's split; this imports Lightning, so
 only run-to-bundle code (`pepx.serving.build`) uses it, never the inference path.
 """
 
@@ -15,6 +15,7 @@ from torch import nn
 from pepx.data import load_split
 from pepx.errors import RunError
 from pepx.training import TrainConfig, load_run
+from pepx.training.layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -35,16 +36,13 @@ class RunInfo:
 
 def read_run(run_dir: str | Path) -> RunInfo:
     """Load the run folder `run_dir`; `RunError` names the folder and what is missing."""
-    path = Path(run_dir)
-    if not (path / "config.yaml").is_file():
-        raise RunError(f"{path}: not a run folder (no config.yaml)")
+    layout = RunLayout(run_dir).require()
     try:
-        model, config = load_run(path)
+        model, config = load_run(layout.root)
     except (FileNotFoundError, RuntimeError) as err:
-        raise RunError(f"{path}: cannot load the trained network ({err})") from None
-    split_file = path / "split.csv"
-    split = load_split(split_file) if split_file.is_file() else None
-    return RunInfo(path, model.cpu().eval(), config, split)
+        raise RunError(f"{layout.root}: cannot load the trained network ({err})") from None
+    split = load_split(layout.split) if layout.split.is_file() else None
+    return RunInfo(layout.root, model.cpu().eval(), config, split)
 
 
 __all__ = ["RunInfo", "read_run"]
