@@ -16,10 +16,11 @@ Runs on CPU with ``--threads`` threads (default 2).
 ``--compare`` measures in one process, interleaved round by round at ``--threads`` (use 1 on a shared
 machine: the ratios survive load that the absolute numbers do not), PEPX-ResNet and ResNet18 training steps
 in several variants, and prints each decision with the median per-round speed ratio: channels_last vs
-contiguous (kept as `TrainConfig`'s default when it wins for both networks), PEPX-ResNet's fused ``addcmul``
-block sums vs the plain ``A*f1 + B*sx + C*p`` (kept when faster and bit-identical), and whether PEPX-ResNet
-reaches the goal of 0.85x ResNet18's training images/s. (torch.compile was measured too and dropped: two
-minutes to compile PEPX-ResNet on CPU, no faster afterwards.)
+contiguous (kept as `TrainConfig`'s default when it wins for both networks), PEPX-ResNet's plain
+``A*f1 + B*sx + C*p`` block sums (the model's) vs fused ``addcmul`` sums (worth adopting only when faster and
+bit-identical), where the time goes (the same network without its PEPX path, ``use_pepx=False``), and whether
+PEPX-ResNet reaches the goal of 0.85x ResNet18's training images/s. (torch.compile was measured too and
+dropped: two minutes to compile PEPX-ResNet on CPU, no faster afterwards.)
 """
 
 from __future__ import annotations
@@ -142,21 +143,22 @@ def _print_ratios(rows: dict[tuple[str, float, int, str], tuple[float, float]]) 
         print("\n".join(["", "relative to resnet18 (same width, size, format):", *lines]))
 
 
-def _unfused_forward(self: PEPXResNetBlock, x: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
-    """The block as the equation reads: ``F[F1(x) + x] + A*F1(x) + B*x + C*PEPX(X)`` (separate passes)."""
+def _fused_forward(self: PEPXResNetBlock, x: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
+    """The block with its weighted sums as fused ``torch.addcmul`` (one multiply-add pass per term)."""
     if self.pepx is not None:
         p = self.pepx(x)
     f1, sx = self.f1(x), self.shortcut(x)
-    return self.relu(self.f(torch.relu(f1 + sx)) + self.A * f1 + self.B * sx + self.C * p)
+    y = torch.addcmul(torch.addcmul(self.f(torch.relu(f1 + sx)), self.A, f1), self.B, sx)
+    return self.relu(torch.addcmul(y, self.C, p))
 
 
-def _variant(name: str, width: float, channels_last: bool, fused: bool = True) -> nn.Module:
+def _variant(name: str, width: float, channels_last: bool, fused: bool = False, **kwargs) -> nn.Module:
     torch.manual_seed(0)
-    model = create_model(name, width=width)
-    if not fused:
+    model = create_model(name, width=width, **kwargs)
+    if fused:
         for block in model.modules():
             if isinstance(block, PEPXResNetBlock):
-                block.forward = types.MethodType(_unfused_forward, block)
+                block.forward = types.MethodType(_fused_forward, block)
     return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
@@ -191,7 +193,8 @@ def compare(size: int, width: float, batch: int, rounds: int, threads: int) -> N
     variants = {
         ("pepx_resnet", "channels_last"): _variant("pepx_resnet", width, True),
         ("pepx_resnet", "contiguous"): _variant("pepx_resnet", width, False),
-        ("pepx_resnet", "channels_last, plain sums"): _variant("pepx_resnet", width, True, fused=False),
+        ("pepx_resnet", "channels_last, fused sums"): _variant("pepx_resnet", width, True, fused=True),
+        ("pepx_resnet", "channels_last, no PEPX path"): _variant("pepx_resnet", width, True, use_pepx=False),
         ("resnet18", "channels_last"): _variant("resnet18", width, True),
         ("resnet18", "contiguous"): _variant("resnet18", width, False),
     }
@@ -217,11 +220,14 @@ def compare(size: int, width: float, batch: int, rounds: int, threads: int) -> N
     keep_cl = min(cl.values()) >= KEEP
     print(f"channels_last vs contiguous: PEPX-ResNet {cl['pepx_resnet']:.2f}x, "
           f"ResNet18 {cl['resnet18']:.2f}x -> {'keep' if keep_cl else 'drop'} channels_last as the default")
-    fused = ratio(("pepx_resnet", "channels_last"), ("pepx_resnet", "channels_last, plain sums"))
+    fused = ratio(("pepx_resnet", "channels_last, fused sums"), ("pepx_resnet", "channels_last"))
     diff = _same_numerics(width, 64)
     keep_fused = fused >= 1.0 and diff == 0.0
     print(f"fused addcmul sums vs plain: {fused:.2f}x, max |difference| {diff:.1e} "
-          f"-> {'keep' if keep_fused else 'drop'} the fused sums")
+          f"-> {'adopt' if keep_fused else 'keep the plain sums (no gain)'}")
+    bare = ratio(("pepx_resnet", "channels_last, no PEPX path"), ("resnet18", "channels_last"))
+    print(f"without its PEPX path PEPX-ResNet trains at {bare:.2f}x ResNet18: the PEPX network costs the "
+          "rest")
     best = "channels_last" if keep_cl else "contiguous"
     speed = ratio(("pepx_resnet", best), ("resnet18", best))
     print(f"PEPX-ResNet / ResNet18 training speed ({best}): {speed:.2f}x "

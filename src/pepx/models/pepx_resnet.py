@@ -43,8 +43,8 @@ Ablation switches (`pepx reproduce --ablations` tests each against the default):
 * ``use_pepx=False``: no PEPX path at all (C = 0): no stream, no per-block PEPX, no ``C``; each block is
   ``Y = F[F1(x) + x] + A*F1(x) + B*x`` - the bare backbone.
 
-The three weighted sums are computed with ``torch.addcmul`` (one fused multiply-add per term, bit-identical
-to ``A*f1 + ...`` here, ~9 % faster training on CPU, `benchmarks/models.py`).
+The block's sums are written as the equation reads. Fused ``torch.addcmul`` sums (bit-identical) and in-place
+sums were measured against them on an idle 2-core CPU and did not win (`benchmarks/models.py --compare`).
 """
 
 from __future__ import annotations
@@ -98,9 +98,9 @@ class PEPXResNetBlock(nn.Module):
             raise ValueError("this block has no PEPX of its own: pass the stream's output p")
         f1 = self.f1(x)
         sx = self.shortcut(x)
-        y = torch.addcmul(torch.addcmul(self.f(torch.relu(f1 + sx)), self.A, f1), self.B, sx)
+        y = self.f(torch.relu(f1 + sx)) + self.A * f1 + self.B * sx
         if self.use_pepx:
-            y = torch.addcmul(y, self.C, p)
+            y = y + self.C * p
         return self.relu(y)
 
 
