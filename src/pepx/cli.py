@@ -13,46 +13,11 @@ other exception is a bug and keeps its traceback. `PEPX_DEBUG=1` shows the trace
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import NoReturn
+from collections.abc import Sequence
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with the CLI's error contract: one line on stderr, exit status 2 (no usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-POSITIVE, NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
+from pepx.console import NON_NEGATIVE, POSITIVE, CLIParser, log_to_stdout, non_negative_float, positive_float
 
 
 # --------------------------------------------------------------------------- models
@@ -61,7 +26,7 @@ def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=POSITIVE, nargs="+", default=[224], help="input sizes (pixels)")
     p.add_argument("--in-chans", type=POSITIVE, default=1)
     p.add_argument("--num-classes", type=POSITIVE, default=3)
-    p.add_argument("--width", type=_positive_float, default=1.0, help="channel multiplier of every model")
+    p.add_argument("--width", type=positive_float, default=1.0, help="channel multiplier of every model")
     p.set_defaults(func=_cmd_models)
 
 
@@ -281,7 +246,6 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-
     from pepx.serving import files
     from pepx.training.layout import RunLayout
 
@@ -295,27 +259,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from pepx.serving import Predictor
 
         predictor = Predictor.from_bundle(args.model, runtime=args.runtime, device=args.device)
-    from pepx.errors import ConfigError
-
-    if args.cam_class is not None and args.cam_class not in predictor.classes:
-        raise ConfigError(f"--cam-class {args.cam_class!r}: choose one of {', '.join(predictor.classes)}")
+    files.check_cam_class(predictor, args.cam_class)
     preds = predictor.predict(files.collect_inputs(args.inputs), batch_size=args.batch_size)
     for p in preds:
         if p.status != "ok":
             print(f"pepx predict: skipped {p.source}: {p.error}", file=sys.stderr)
-    n_ok = sum(p.status == "ok" for p in preds)
-    cams = files.write_cams(predictor, preds, args.cam, args.cam_class, args.cam_layer) if args.cam else None
-    bundle = predictor.bundle
-    if args.out:
-        out = files.write_predictions(preds, args.out, {"cam": cams} if cams else None)
-        print(f"{bundle.id} {bundle.version}: wrote {len(preds)} rows to {out} ({n_ok} predicted, "
-              f"{len(preds) - n_ok} unreadable)")
-    else:
-        print(f"{bundle.id} {bundle.version} (calibrated probabilities; research use only)")
-        print(files.print_table(preds))
-    if cams:
-        print(f"Grad-CAM overlays and maps: {args.cam}")
-    if n_ok == 0:
+    print("\n".join(files.report(predictor, preds, args.out, args.cam, args.cam_class, args.cam_layer)))
+    if not any(p.status == "ok" for p in preds):
         print(f"pepx predict: error: none of the {len(preds)} inputs could be read", file=sys.stderr)
         return 2
     return 0
@@ -336,7 +286,7 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id", help="bundle id (default: MODEL-LOSS-RUNNAME)")
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--fp32", action="store_true", help="store every weight as fp32 (default: fp16 for large)")
-    p.add_argument("--n-boot", type=int, default=2000)
+    p.add_argument("--n-boot", type=POSITIVE, default=2000)
     p.add_argument("--report", help="evaluation folder (default: RUN/bundle_report)")
     p.add_argument("--recipe", help="the command that trained the run, quoted in the model card")
     p.set_defaults(func=_cmd_export)
@@ -345,11 +295,10 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pepx.serving.export import export_formats, parity_inputs
+    from pepx.serving.bundle import is_bundle, load_bundle
+    from pepx.serving.export import export_report
 
-    if (Path(args.source) / "config.json").is_file():
-        from pepx.serving import load_bundle
-
+    if is_bundle(args.source):
         bundle = load_bundle(args.source)
         if Path(args.out).resolve() != bundle.path.resolve():
             bundle = bundle.save(args.out)
@@ -365,10 +314,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"bundle: {bundle.path} ({bundle.weights_bytes / 1e6:.1f} MB weights, sha256 "
           f"{bundle.sha256[:16]}...)")
     if args.format:
-        inputs, what = parity_inputs(bundle)
-        for fmt, entry in export_formats(bundle, args.format, inputs, what).items():
-            print(f"{fmt}: {bundle.path / entry['file']}: max |p - p_eager| = "
-                  f"{entry['parity_max_abs_prob_diff']:.2e} on {what}")
+        print("\n".join(export_report(bundle, args.format)))
     return 0
 
 
@@ -377,7 +323,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="REST API and web page for a bundle (FastAPI on uvicorn)")
     p.add_argument("--model", help="bundle folder (default: the bundle shipped with pepx)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1: this machine)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--port", type=POSITIVE, default=8000, help="port (default: 8000)")
     p.add_argument("--token", default=os.environ.get("PEPX_TOKEN") or None,
                    help="bearer token required on every /v1/ call (default: $PEPX_TOKEN; unset: none)")
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
@@ -387,11 +333,16 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--channels-last", action="store_true",
                    help="torch in channels-last memory format: faster on many CPUs, ~1e-6 from pepx predict")
-    p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest request body (default: 32)")
-    p.add_argument("--max-batch", type=int, default=16, help="images per forward pass (1: no batching)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill (default: 5)")
-    p.add_argument("--max-queue", type=int, default=64, help="images waiting before 503 (default: 64)")
-    p.add_argument("--workers", type=int, default=2, help="threads decoding uploads and drawing Grad-CAM")
+    p.add_argument("--max-upload-mb", type=positive_float, default=32.0,
+                   help="largest request body (default: 32)")
+    p.add_argument("--max-batch", type=POSITIVE, default=16,
+                   help="images per forward pass (1: no batching)")
+    p.add_argument("--max-wait-ms", type=non_negative_float, default=5.0,
+                   help="wait for a batch to fill (default: 5)")
+    p.add_argument("--max-queue", type=POSITIVE, default=64,
+                   help="images waiting before 503 (default: 64)")
+    p.add_argument("--workers", type=POSITIVE, default=2,
+                   help="threads decoding uploads and drawing Grad-CAM")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -409,7 +360,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pepx", description=__doc__.splitlines()[0])
+    parser = CLIParser(prog="pepx", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
                 _add_reproduce_parser, _add_recipe_parser, _add_predict_parser, _add_export_parser,
@@ -418,31 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextmanager
-def _log_to_stdout() -> Iterator[None]:
-    """pepx's log lines (per-epoch results, data warnings) go to stdout while a command runs: stderr carries
-    only the one-line error."""
-    logger = logging.getLogger("pepx")
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    saved = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pepx.errors import PepxError
 
     try:
-        with _log_to_stdout():
+        with log_to_stdout():
             return int(args.func(args) or 0)
     except PepxError as err:
         if os.environ.get("PEPX_DEBUG"):

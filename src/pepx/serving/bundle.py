@@ -209,6 +209,11 @@ def _write(out: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor], 
 _REQUIRED = ("id", "version", "architecture", "classes", "input", "preprocess", "calibration", "weights")
 
 
+def is_bundle(path: str | Path) -> bool:
+    """True when `path` is a folder holding a bundle's config.json (a run folder has config.yaml instead)."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
 def load_bundle(path: str | Path | None = None) -> Bundle:
     """Read and check the bundle folder `path` (None: the shipped bundle). Never unpickles.
 

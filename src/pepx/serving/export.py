@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,5 +163,14 @@ def export_formats(bundle: Bundle, formats: list[str] | tuple[str, ...], inputs:
     return exports
 
 
-__all__ = ["FORMATS", "CalibratedNet", "check_images", "export_formats", "onnx_bytes", "onnx_session",
-           "parity", "parity_inputs", "torchscript_bytes"]
+def export_report(bundle: Bundle, formats: Sequence[str]) -> list[str]:
+    """`pepx export --format ...`: write each format into the bundle with its parity on the bundle's reference
+    test images (or random inputs when those are not at hand); one line per format."""
+    inputs, what = parity_inputs(bundle)
+    return [f"{fmt}: {bundle.path / entry['file']}: max |p - p_eager| = "
+            f"{entry['parity_max_abs_prob_diff']:.2e} on {what}"
+            for fmt, entry in export_formats(bundle, list(formats), inputs, what).items()]
+
+
+__all__ = ["FORMATS", "CalibratedNet", "check_images", "export_formats", "export_report", "onnx_bytes",
+           "onnx_session", "parity", "parity_inputs", "torchscript_bytes"]

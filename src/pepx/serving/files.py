@@ -84,6 +84,12 @@ def cam_names(sources: Sequence[str]) -> list[Path]:
     return [p.relative_to(common).with_suffix("") for p in paths]
 
 
+def check_cam_class(predictor: Predictor, cam_class: str | None) -> None:
+    """Refuse a `--cam-class` the bundle does not have (before any image is read)."""
+    if cam_class is not None and cam_class not in predictor.classes:
+        raise ConfigError(f"--cam-class {cam_class!r}: choose one of {', '.join(predictor.classes)}")
+
+
 def write_cams(predictor: Predictor, preds: Sequence[Prediction], folder: str | Path,
                class_name: str | None = None, layer: str | None = None,
                alpha: float = 0.5) -> list[str | None]:
@@ -114,3 +120,21 @@ def write_cams(predictor: Predictor, preds: Sequence[Prediction], folder: str | 
 
 
 __all__ = ["cam_names", "collect_inputs", "print_table", "write_cams", "write_predictions"]
+
+
+def report(predictor: Predictor, preds: Sequence[Prediction], out: str | Path | None = None,
+           cam: str | Path | None = None, cam_class: str | None = None,
+           cam_layer: str | None = None) -> list[str]:
+    """Write what `pepx predict` was asked for - every row to `out` (.csv / .json) or a table, and the
+    Grad-CAM files into `cam` - and return the lines to print."""
+    n_ok = sum(p.status == "ok" for p in preds)
+    cams = write_cams(predictor, preds, cam, cam_class, cam_layer) if cam else None
+    bundle = predictor.bundle
+    if out:
+        written = write_predictions(preds, out, {"cam": cams} if cams else None)
+        lines = [f"{bundle.id} {bundle.version}: wrote {len(preds)} rows to {written} ({n_ok} predicted, "
+                 f"{len(preds) - n_ok} unreadable)"]
+    else:
+        lines = [f"{bundle.id} {bundle.version} (calibrated probabilities; research use only)",
+                 print_table(preds)]
+    return lines + ([f"Grad-CAM overlays and maps: {cam}"] if cams else [])
