@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -70,7 +71,13 @@ def test_health_model_page_docs(client, predictor):
         assert r.status_code == 200 and kind in r.headers["content-type"]
         texts.append(r.text)
     assert not any("http://" in t or "https://" in t for t in texts)  # nothing from outside: works offline
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # Swagger UI comes from the package, not a CDN: every script and style the page loads is served here
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css|png))"', docs.text)
+    assert assets and all(a.startswith("/docs-static/") for a in assets), assets
+    assert all(client.get(a).status_code == 200 for a in assets)
+    assert "http://" not in docs.text and "https://" not in docs.text
     schema = client.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/health", "/v1/model"} <= set(schema["paths"])
 

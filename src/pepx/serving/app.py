@@ -29,12 +29,14 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from matplotlib import colormaps
 from PIL import Image
 from starlette.requests import Request
+from swagger_ui_bundle import swagger_ui_path
 
 import pepx
 from pepx.data.io import MAX_PIXELS
@@ -101,7 +103,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             batcher.stop()
             pool.pop("decode").shutdown(wait=True, cancel_futures=True)
 
-    app = FastAPI(title="pepx", version=pepx.__version__, lifespan=lifespan,
+    app = FastAPI(title="pepx", version=pepx.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Chest X-ray classification with {bundle.id} {bundle.version}. {NOTICE}")
     app.add_middleware(BodyLimit, max_bytes=s.max_body_bytes, hint=" (pepx serve --max-upload-mb)")
     app.state.batcher, app.state.predictor, app.state.settings = batcher, predictor, s
@@ -190,7 +192,15 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:  # Swagger UI from the swagger-ui-bundle package, not a CDN: offline
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="pepx API",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css",
+                                   swagger_favicon_url="/docs-static/favicon-32x32.png")
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-static", StaticFiles(directory=swagger_ui_path), name="docs-static")
     return app
 
 
