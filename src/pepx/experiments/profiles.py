@@ -115,10 +115,9 @@ PROFILES: dict[str, Profile] = {
     # machine is shared with other jobs.
     "cpu": Profile(name="cpu", data=REAL_DATA, n_train=850, n_test=100, image_size=112, width=0.5, epochs=10,
                    batch_size=32),
-    # cpu-cv: per fold ~2,600 training images; estimated on an idle 2-core machine (channels_last, 2 threads):
-    # ~135 s a PEPX-ResNet run, ~105 s ResNet18, ~230 s COVID-Net -> 5 folds x 6 cells ~80 min, 4 ablations x
-    # 5 folds ~45 min, leave-source-out (4 sources x 2 networks) ~20 min. Settings: the best guess before the
-    # recipe search (`pepx recipe`); replace them with the search's winner.
+    # cpu-cv: per fold ~2,600 training images. Its settings won `pepx recipe --cv 5 --folds 0 1` on inner
+    # validation (docs/results/recipe/recipes.md: 0.920 against 0.893 for the cpu profile's recipe). Measured
+    # on the idle 2-core machine with --jobs 2 (1 thread a run): ~470 s a PEPX-ResNet run.
     "cpu-cv": Profile(name="cpu-cv", data=REAL_DATA, n_train=850, n_test=100, image_size=112, width=0.5,
                       epochs=15, batch_size=32, optimizer="adamw", lr=1e-3, weight_decay=0.05, augment=True,
                       label_smoothing=0.1, ema_decay=0.99),
