@@ -14,12 +14,13 @@ from pepx.data import load_source
 from pepx.errors import ConfigError, RunError
 from pepx.evaluation.metrics import PROB_COLUMNS
 from pepx.experiments import get_profile
-from pepx.experiments.ablations import ablation_runs
+from pepx.experiments.ablations import ablation_names, ablation_runs
 from pepx.experiments.cv import prepare_cv, reproduce_cv, split_of
 from pepx.experiments.external import lso_runs, lso_sources
 from pepx.experiments.folds import TRAIN_ONLY, assign_folds, fold_split
 from pepx.experiments.grid import plan, pooled_predictions, run_dir
 from pepx.experiments.parallel import threads_per_job
+from pepx.experiments.profiles import ABLATIONS
 from pepx.models import create_model
 from pepx.training import TrainConfig
 from test_evaluation_fakes import fake_metrics_csv, mark_complete
@@ -157,8 +158,8 @@ def test_pooled_tables_equal_a_hand_computation_from_the_fold_predictions(manife
     out = tmp_path / "cv"
     runs = _fake_cv(out, profile, manifest)
     logs: list[str] = []
-    report = reproduce_cv(profile, out, 3, ablations=True, leave_source_out=True, lso_models=["pepx_resnet"],
-                          log=logs.append)
+    report = reproduce_cv(profile, out, 3, ablations=list(ABLATIONS), leave_source_out=True,
+                          lso_models=["pepx_resnet"], log=logs.append)
     assert sum("complete, skipped" in line for line in logs) == len(runs)  # nothing trained
     summary = pd.read_csv(out / "summary.csv").set_index(["model", "loss", "metric"])
     for model in profile.models:
@@ -219,6 +220,26 @@ def test_cv_folder_refuses_other_settings(manifest, tmp_path):
 
 def test_cv_only_flags_need_cv():
     assert main(["reproduce", "--ablations"]) == 2
+
+
+def test_ablations_by_name_train_and_report_only_those(manifest, tmp_path, capsys):
+    assert ablation_names(None) == ablation_names([]) == list(ABLATIONS)
+    assert ablation_names(["no-pepx", "fixed-abc", "no-pepx"]) == ["no-pepx", "fixed-abc"]
+    with pytest.raises(ConfigError, match="unknown ablation nope: choose among fixed-abc"):
+        ablation_names(["nope"])
+    runs = ablation_runs("focal", [0], [0, 1], variants=["no-pepx"])
+    assert [(r.variant, r.fold) for r in runs] == [("", 0), ("", 1), ("no-pepx", 0), ("no-pepx", 1)]
+    assert main(["reproduce", "--cv", "3", "--ablations", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown ablation nope" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    profile = get_profile("smoke", data=SYNTH, epochs=3, seeds=1, n_boot=200)
+    out = tmp_path / "cv"
+    _fake_cv(out, profile, manifest)
+    logs: list[str] = []
+    report = reproduce_cv(profile, out, 3, ablations=["no-pepx", "depthwise"], log=logs.append)
+    assert not any("training" in line for line in logs)
+    assert list(pd.read_csv(out / "ablations.csv")["ablation"]) == ["no-pepx", "depthwise"]
+    assert "Not run here: fixed-abc, pepx-on-block" in report.read_text()
 
 
 # ---------------------------------------------------------------------- training, in parallel

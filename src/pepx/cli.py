@@ -166,8 +166,9 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
                          "pooled out-of-fold predictions")
     cv.add_argument("--pseudo-test", action="store_true",
                     help="let rows without real patient ids (per-image pseudo ids) be test images")
-    cv.add_argument("--ablations", action="store_true",
-                    help="also train the PEPX-ResNet ablations (fixed A,B,C; no PEPX; depthwise; on block)")
+    cv.add_argument("--ablations", nargs="*", default=None, metavar="NAME",
+                    help="also train PEPX-ResNet ablations: all (fixed-abc no-pepx depthwise pepx-on-block), "
+                         "or the ones named, in that order")
     cv.add_argument("--leave-source-out", action="store_true",
                     help="also train without each source holding >= 2 classes and test on it")
     cv.add_argument("--lso-models", nargs="+", default=None,
@@ -182,11 +183,12 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from pepx.errors import ConfigError
     from pepx.experiments import reproduce
+    from pepx.experiments.ablations import ablation_names
     from pepx.experiments.cv import reproduce_cv
     from pepx.experiments.external import LSO_MODELS
     from pepx.experiments.reproduce import resolve_profile
 
-    cv_only = {"--pseudo-test": args.pseudo_test, "--ablations": args.ablations,
+    cv_only = {"--pseudo-test": args.pseudo_test, "--ablations": args.ablations is not None,
                "--leave-source-out": args.leave_source_out, "--inner-val": args.inner_val,
                "--folds": args.folds, "--lso-models": args.lso_models}
     if args.cv is None:
@@ -198,7 +200,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     profile = resolve_profile(args.profile, data=args.data, seeds=args.seeds, n_train=args.n_train,
                               n_test=args.n_test, epochs=args.epochs, models=args.models, losses=args.losses)
-    reproduce_cv(profile, args.out, args.cv, pseudo_test=args.pseudo_test, ablations=args.ablations,
+    reproduce_cv(profile, args.out, args.cv, pseudo_test=args.pseudo_test,
+                 ablations=[] if args.ablations is None else ablation_names(args.ablations),
                  leave_source_out=args.leave_source_out, lso_models=args.lso_models or LSO_MODELS,
                  inner_val=args.inner_val, folds=args.folds, jobs=args.jobs)
     return 0

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from pepx.errors import ConfigError
 from pepx.evaluation.metrics import mean_predictions
 from pepx.evaluation.report import fmt_ci
 from pepx.evaluation.stats import ALPHA, pairwise_tests
@@ -25,11 +26,21 @@ from pepx.markdown import markdown_table
 DEFAULT = "default"
 
 
-def ablation_runs(loss: str, seeds: Sequence[int], folds: Sequence[int],
-                  inner: bool = False) -> list[GridRun]:
-    """The default PEPX-ResNet and every ablation, on ``folds`` with ``loss``."""
+def ablation_names(names: Sequence[str] | None = None) -> list[str]:
+    """``names`` checked against `profiles.ABLATIONS` (``None`` or empty: all of them), in the order given."""
+    if not names:
+        return list(ABLATIONS)
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown:
+        raise ConfigError(f"unknown ablation {', '.join(unknown)}: choose among {', '.join(ABLATIONS)}")
+    return list(dict.fromkeys(names))
+
+
+def ablation_runs(loss: str, seeds: Sequence[int], folds: Sequence[int], inner: bool = False,
+                  variants: Sequence[str] | None = None) -> list[GridRun]:
+    """The default PEPX-ResNet and the ablations ``variants`` (default: all), on ``folds`` with ``loss``."""
     runs = plan(["pepx_resnet"], [loss], seeds, folds, inner=inner)
-    for variant in ABLATIONS:
+    for variant in ablation_names(variants):
         runs += plan(["pepx_resnet"], [loss], seeds, folds, variant=variant, inner=inner)
     return runs
 

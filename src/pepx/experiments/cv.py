@@ -68,13 +68,14 @@ def split_of(out: Path, folded: pd.DataFrame) -> Callable[[GridRun], Path]:
 
 
 def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool = False,
-                 ablations: bool = False, leave_source_out: bool = False,
+                 ablations: Sequence[str] = (), leave_source_out: bool = False,
                  lso_models: Sequence[str] = LSO_MODELS, inner_val: bool = False,
                  folds: Sequence[int] | None = None, jobs: int = 1,
                  log: Callable[[str], None] = print) -> Path:
     """Train what is missing, then write the cross-validated report; returns the path of its ``report.md``.
 
     ``folds``: a subset of the folds to run (pilots, recipe search); the report then says which.
+    ``ablations``: names of `profiles.ABLATIONS` to train and compare with the default PEPX-ResNet.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -89,7 +90,8 @@ def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool
     loss = HEADLINE[1] if HEADLINE[1] in profile.losses else profile.losses[0]
     runs = plan(profile.models, profile.losses, seeds, folds, inner=inner_val)
     if ablations:
-        runs += [r for r in ablation_runs(loss, seeds, folds, inner=inner_val) if r not in runs]
+        runs += [r for r in ablation_runs(loss, seeds, folds, inner=inner_val, variants=ablations)
+                 if r not in runs]
     sources = lso_sources(folded) if leave_source_out else []
     if leave_source_out:
         runs += lso_runs(lso_models, loss, seeds, sources)
@@ -99,7 +101,7 @@ def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool
     timings = read_timings(out)
     report_dir = out / INNER_DIR if inner_val else out
     path = write_cv_report(profile, report_dir, folded, folders, folds=folds, k=k, pseudo_test=pseudo_test,
-                           inner_val=inner_val, ablations=ablations, sources=sources, loss=loss,
+                           inner_val=inner_val, ablations=bool(ablations), sources=sources, loss=loss,
                            split_dir=out / SPLITS_DIR, timings=timings, train_seconds=train_seconds,
                            start=start)
     log(f"report: {path} ({time.perf_counter() - start:.0f} s)")

@@ -22,7 +22,7 @@ from pepx.experiments.external import lso_markdown, lso_sentence, lso_table
 from pepx.experiments.figures import figure9, figure10, residual_figure
 from pepx.experiments.folds import TRAIN_ONLY, fold_table
 from pepx.experiments.grid import GridRun, fold_frames, group, pooled_predictions, read_predictions
-from pepx.experiments.profiles import Profile
+from pepx.experiments.profiles import ABLATIONS, Profile
 from pepx.experiments.report_parts import duration, provenance, statistics_notes, versions
 from pepx.experiments.reproduce import (
     breakdown_section,
@@ -168,10 +168,12 @@ def _ablation_section(prof: Profile, folders: dict[GridRun, Path], folds: Sequen
         default = pooled_predictions(_grid(folders, folds, inner_val)[("pepx_resnet", loss)])
     table = ablation_tests(default, {name: pooled_predictions(r) for name, r in runs.items()}, prof.n_boot)
     table.to_csv(out / "ablations.csv", index=False)
+    missing = [name for name in ABLATIONS if name not in runs]
+    not_run = [f"Not run here: {', '.join(missing)} (`--ablations` named the others).", ""] if missing else []
     return ["## Ablations of the paper's choices", "",
             f"PEPX-ResNet + {loss} as specified (default) against one change at a time, same folds, budget "
             "and seeds; pooled predictions compared image by image (McNemar, Holm over this table). Positive "
-            "differences mean the paper's choice helps.", "", ablation_markdown(table), ""]
+            "differences mean the paper's choice helps.", "", ablation_markdown(table), "", *not_run]
 
 
 def _lso_section(prof: Profile, folders: dict[GridRun, Path], preds: Frames, out: Path) -> list[str]:
