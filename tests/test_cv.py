@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +262,58 @@ def test_jobs_2_gives_the_same_predictions_as_jobs_1(tmp_path, monkeypatch):
         two = pd.read_csv(tmp_path / "two" / "runs" / name / "predictions.csv")
         pd.testing.assert_frame_equal(one, two, check_exact=True)
     assert "2 (0, 1) of the folds run" in (tmp_path / "two" / "report.md").read_text()
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (from /proc; zombies excluded)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_sigterm_to_a_parallel_grid_stops_its_workers_and_resumes(tmp_path):
+    """SIGTERM to `pepx reproduce --jobs 2` (a scheduler's pre-emption) stops the workers too: exit 143 with
+    one line, no worker left training, and the same command then finishes the grid (resuming)."""
+    env = {**os.environ, "PEPX_CACHE": str(tmp_path / "cache")}
+    argv = [sys.executable, "-m", "pepx.cli", "reproduce", "--cv", "3", "--folds", "0", "--profile", "smoke",
+            "--data", "synthetic:n_per_class=60,size=64", "--epochs", "4", "--seeds", "1",
+            "--models", "pepx_resnet", "resnet18", "--losses", "focal", "--jobs", "2",
+            "--out", str(tmp_path / "g")]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = tmp_path / "g" / "runs"
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline and not list(runs.glob("*/checkpoints/*.ckpt")):
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    assert proc.poll() is None and len(workers) >= 2, "the grid ended before a checkpoint: nothing to stop"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (proc.returncode, stdout, stderr)
+    assert stderr.strip().count("\n") == 0 and "Traceback" not in stderr
+    assert "interrupted by SIGTERM" in stderr
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "workers still running after the grid was stopped"
+    assert not (runs / "pepx_resnet-focal-seed0-fold0" / "model.safetensors").exists()
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stdout and (tmp_path / "g" / "report.md").exists()
 
 
 def test_recipe_ranking_from_fake_inner_runs(manifest, tmp_path):

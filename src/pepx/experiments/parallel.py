@@ -15,14 +15,18 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from pepx.errors import ConfigError
+from pepx.errors import ConfigError, RunInterrupted
 from pepx.training import TrainConfig, fit
 from pepx.training.layout import RunLayout
 
@@ -58,10 +62,16 @@ def threads_per_job(n_jobs: int, requested: int | None, cores: int | None = None
     return share if requested is None else min(requested, share)
 
 
-def train_job(config: dict[str, Any], folder: str, resume: bool) -> float:
-    """Fit one run (in this process); returns its wall seconds."""
+def train_job(config: dict[str, Any], folder: str, resume: bool, worker: bool = False) -> float | None:
+    """Fit one run (in this process); returns its wall seconds. In a ``worker`` process, a run stopped by a
+    signal returns None (`RunInterrupted` does not survive pickling back to the parent)."""
     start = time.perf_counter()
-    fit(TrainConfig.from_dict(config), folder, resume=resume)
+    try:
+        fit(TrainConfig.from_dict(config), folder, resume=resume)
+    except RunInterrupted:
+        if not worker:
+            raise
+        return None
     return time.perf_counter() - start
 
 
@@ -89,20 +99,62 @@ def run_jobs(jobs: Sequence[Job], timings_file: Path, n_jobs: int = 1,
     if n_jobs == 1 or len(todo) <= 1:
         for i, job, resume in todo:
             started(i, job, resume)
-            finished(i, job, train_job({**job.config, "num_threads": threads[job.name]}, str(job.folder),
-                                       resume))
+            seconds = train_job({**job.config, "num_threads": threads[job.name]}, str(job.folder), resume)
+            finished(i, job, float(seconds or 0.0))
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool, _StopWorkers() as stop:
         running: dict[Future, tuple[int, Job]] = {}
         queue = list(todo)
-        while queue or running:
-            while queue and len(running) < n_jobs:
+        while (queue and not stop.signum) or running:
+            while queue and len(running) < n_jobs and not stop.signum:
                 i, job, resume = queue.pop(0)
                 started(i, job, resume)
                 config = {**job.config, "num_threads": threads[job.name]}
-                running[pool.submit(train_job, config, str(job.folder), resume)] = (i, job)
+                running[pool.submit(train_job, config, str(job.folder), resume, True)] = (i, job)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 i, job = running.pop(future)
-                finished(i, job, future.result())
+                try:
+                    seconds = future.result()
+                except BrokenProcessPool:  # a worker the signal reached before its training began
+                    if not stop.signum:
+                        raise
+                    seconds = None
+                if seconds is None:
+                    log(f"[{i}/{len(jobs)}] {job.name}: stopped (resumes on the next call)")
+                else:
+                    finished(i, job, seconds)
+    if stop.signum:
+        name = signal.Signals(stop.signum).name
+        out = timings_file.parent
+        raise RunInterrupted(str(out), stop.signum, f"interrupted by {name}: {out}: the runs in progress "
+                             "stopped after their batch and keep their finished epochs; run the same command "
+                             "again to continue")
+
+
+class _StopWorkers:
+    """While the pool runs, SIGTERM / SIGINT to this process are passed on to the workers as SIGTERM, and
+    ``signum`` is set so no further run starts: each worker stops after its batch with its last checkpoint
+    (`pepx.training.signals`). Without it, the default SIGTERM kills only this process and leaves its workers
+    training, then waiting for work forever."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopWorkers:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = self.signum or signum
+        for child in multiprocessing.active_children():
+            child.terminate()  # SIGTERM: the worker's own handler stops after the batch
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        self._saved.clear()
