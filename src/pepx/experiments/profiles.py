@@ -6,7 +6,7 @@
   seed, under 45 min on 2 CPU cores (reduced resolution and width; images decoded once into the cache).
 - ``cpu-cv``: the recipe for ``pepx reproduce --cv 5`` on cxr-real (augmentation, AdamW + weight decay, label
   smoothing, weight EMA, 15 epochs). Measured with ``--jobs 2`` on the 2-core machine: one network's 5 folds
-  ~22 min; 34 of the 58 runs of the grid + ablations + leave-source-out 2.4 h (all 58: ~4.5 h). In CV the
+  ~22 min (COVID-Net ~38 min); all 58 runs of the grid + ablations + leave-source-out ~4.6 h. In CV the
   folds hold every image, so ``n_train``/``n_test`` are unused.
 - ``paper``: the paper's setting (224 px, 1000/100 per class, full width, focal alpha = gamma = 1) for a GPU.
 
