@@ -20,7 +20,7 @@ contiguous (kept as `TrainConfig`'s default when it wins for both networks), PEP
 ``A*f1 + B*sx + C*p`` block sums (the model's) vs fused ``addcmul`` sums (worth adopting only when faster and
 bit-identical), where the time goes (the same network without its PEPX path, ``use_pepx=False``), a PEPX with
 fewer BatchNorms (only after its 3x3 and its extension; the three other 1x1 convs get a bias instead - built
-here by surgery, not a model switch, since it did not win: 1.01-1.03x), and whether PEPX-ResNet reaches the
+here by surgery, not a model switch, since it did not win: 1.00-1.03x), and whether PEPX-ResNet reaches the
 goal of 0.85x ResNet18's training images/s. (Also measured and dropped: torch.compile, two minutes to compile
 PEPX-ResNet on CPU and no faster afterwards; PEPX's 1x1 convs as ``F.linear`` on the channels_last view,
 bit-identical and 0.98x.)
