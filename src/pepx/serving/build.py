@@ -87,7 +87,7 @@ def predictor_from_run(run_dir: str | Path, runtime: str = "torch", device: str 
     run = read_run(run_dir)
     cfg = run.config
     config = bundle_config(cfg.model, cfg.model_kwargs, image_size=cfg.image_size, in_chans=cfg.in_chans,
-                           preprocess=getattr(cfg, "preprocess", None), bundle_id=f"run {run.path.name}",
+                           preprocess=cfg.preprocess_settings(), bundle_id=f"run {run.path.name}",
                            version="uncalibrated")
     with tempfile.TemporaryDirectory() as tmp:
         return Predictor(write_bundle(run.model, tmp, config, half=False), runtime=runtime, device=device)
@@ -189,7 +189,7 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
     out = Path(out)
     report = Path(report_dir) if report_dir is not None else run.path / "bundle_report"
     base = bundle_config(cfg.model, cfg.model_kwargs, image_size=cfg.image_size, in_chans=cfg.in_chans,
-                         preprocess=getattr(cfg, "preprocess", None),
+                         preprocess=cfg.preprocess_settings(),
                          bundle_id=bundle_id or f"{cfg.model}-{cfg.loss}-{run.path.name}", version=version)
     model = round_like_bundle(run.model, half)
     with tempfile.TemporaryDirectory() as tmp:  # the uncalibrated bundle gives the logits

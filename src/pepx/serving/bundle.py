@@ -49,6 +49,7 @@ PREPROCESS_STEPS = (
     "inverted)",
     "remove the top `top_crop` fraction of rows; centre-crop to a square when `square`",
     "min-max stretch to uint8, resize to image_size x image_size (Pillow bilinear, reducing_gap=2.0)",
+    "`equalize: hist` = global histogram equalisation of that uint8 image (Pillow ImageOps.equalize)",
     "divide by 255; `normalize: image` = subtract the image's mean, divide by its sd (min 1e-3)",
 )
 
@@ -174,7 +175,7 @@ def bundle_config(model_name: str, model_kwargs: dict[str, Any], *, image_size: 
         list(classes),
         "input": {"image_size": int(image_size), "channels": int(in_chans), "layout": "NCHW float32"},
         "preprocess": {"settings": {"top_crop": settings.top_crop, "square": settings.square,
-                                    "normalize": settings.normalize},
+                                    "normalize": settings.normalize, "equalize": settings.equalize},
                        "steps": list(PREPROCESS_STEPS)},
         "calibration": {"method": "temperature", "temperature": float(temperature),
                         "probabilities": "softmax(logits / temperature)"},
