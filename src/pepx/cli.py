@@ -169,10 +169,18 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     cv.add_argument("--ablations", nargs="*", default=None, metavar="NAME",
                     help="also train PEPX-ResNet ablations: all (fixed-abc no-pepx depthwise pepx-on-block), "
                          "or the ones named, in that order")
+    cv.add_argument("--mitigations", nargs="*", default=None, metavar="NAME",
+                    help="also train PEPX-ResNet with shortcut mitigations: each alone when bare, or "
+                         "those named (hist-eq source-balanced adversarial acquisition-aug; a+b combines "
+                         "them; unmitigated turns all off)")
     cv.add_argument("--leave-source-out", action="store_true",
                     help="also train without each source holding >= 2 classes and test on it")
     cv.add_argument("--lso-models", nargs="+", default=None,
                     help="networks trained per held-out source (default: pepx_resnet resnet18)")
+    cv.add_argument("--lso-sources", nargs="+", default=None, help="sources held out (default: every one "
+                    "with >= 2 classes)")
+    cv.add_argument("--lso-variants", nargs="+", default=None, metavar="VARIANT",
+                    help="mitigation variants also trained per held-out source (e.g. unmitigated)")
     cv.add_argument("--inner-val", action="store_true",
                     help="score on inner validation folds instead (choose a recipe; test folds untouched)")
     cv.add_argument("--folds", type=int, nargs="+", default=None,
@@ -186,11 +194,13 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from pepx.experiments.ablations import ablation_names
     from pepx.experiments.cv import reproduce_cv
     from pepx.experiments.external import LSO_MODELS
+    from pepx.experiments.mitigations import mitigation_names
     from pepx.experiments.reproduce import resolve_profile
 
     cv_only = {"--pseudo-test": args.pseudo_test, "--ablations": args.ablations is not None,
-               "--leave-source-out": args.leave_source_out, "--inner-val": args.inner_val,
-               "--folds": args.folds, "--lso-models": args.lso_models}
+               "--mitigations": args.mitigations is not None, "--leave-source-out": args.leave_source_out,
+               "--inner-val": args.inner_val, "--folds": args.folds, "--lso-models": args.lso_models,
+               "--lso-sources": args.lso_sources, "--lso-variants": args.lso_variants}
     if args.cv is None:
         used = [flag for flag, value in cv_only.items() if value]
         if used:
@@ -202,7 +212,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                               n_test=args.n_test, epochs=args.epochs, models=args.models, losses=args.losses)
     reproduce_cv(profile, args.out, args.cv, pseudo_test=args.pseudo_test,
                  ablations=[] if args.ablations is None else ablation_names(args.ablations),
+                 mitigations=[] if args.mitigations is None else mitigation_names(args.mitigations),
                  leave_source_out=args.leave_source_out, lso_models=args.lso_models or LSO_MODELS,
+                 lso_sources=args.lso_sources,
+                 lso_variants=["", *mitigation_names(args.lso_variants)] if args.lso_variants else [""],
                  inner_val=args.inner_val, folds=args.folds, jobs=args.jobs)
     return 0
 

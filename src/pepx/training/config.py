@@ -66,7 +66,8 @@ class TrainConfig:
             each training image's ``domain_column`` (its source) from the penultimate features (Ganin &
             Lempitsky 2015), so the features learn to carry less of it; ``source-given-class`` asks only
             for what the class does not explain (one head per class). domain_adversary_weight: the reversed
-            gradient's final scale (ramped up from 0 as in Ganin et al.).
+            gradient's final scale (ramped up from 0 as in Ganin et al.; 0.5: the focal loss's gradients are
+            small beside a source cross-entropy's, and Ganin's 1.0 let the adversary dominate them).
         ema_decay: exponential moving average of the weights (None: off; e.g. 0.99); evaluation and the saved
             model use the average.
         seed, deterministic: the run's seed; deterministic algorithms (warn-only) and no cuDNN autotuning.
@@ -109,7 +110,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     balanced_sampling: str = "none"
     domain_adversary: str = "none"
-    domain_adversary_weight: float = 1.0
+    domain_adversary_weight: float = 0.5
     domain_column: str = "source"
     # exponential moving average of the weights (and BN statistics), updated every step; evaluation and the
     # saved model use the average. None = off; e.g. 0.99 ~ an average over the last ~100 steps.
