@@ -66,8 +66,8 @@ class TrainConfig:
             each training image's ``domain_column`` (its source) from the penultimate features (Ganin &
             Lempitsky 2015), so the features learn to carry less of it; ``source-given-class`` asks only
             for what the class does not explain (one head per class). domain_adversary_weight: the reversed
-            gradient's final scale (ramped up from 0 as in Ganin et al.; 0.5: the focal loss's gradients are
-            small beside a source cross-entropy's, and Ganin's 1.0 let the adversary dominate them).
+            gradient's final scale (ramped up from 0 as in Ganin et al., who end at 1.0; 0.5 here, not tuned:
+            the focal loss's gradients are smaller than a cross-entropy's).
         ema_decay: exponential moving average of the weights (None: off; e.g. 0.99); evaluation and the saved
             model use the average.
         seed, deterministic: the run's seed; deterministic algorithms (warn-only) and no cuDNN autotuning.
