@@ -101,7 +101,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from pepx.errors import ConfigError
-    from pepx.training import RunLayout, TrainConfig  # no torch: a bad config fails fast
+    from pepx.training import RunLayout, TrainConfig  # no Lightning: a bad config fails fast
 
     if args.resume and (args.config or args.out):
         raise ConfigError("--resume RUN continues RUN with its own config.yaml: drop --config and --out")

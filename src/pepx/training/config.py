@@ -9,14 +9,12 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from pepx.data.transforms import Preprocess
 from pepx.errors import ConfigError
-
-if TYPE_CHECKING:
-    from pepx.data.transforms import Preprocess
 
 try:
     import tomllib
@@ -171,8 +169,6 @@ class TrainConfig:
 
     def preprocess_settings(self) -> Preprocess:
         """`preprocess` as a `pepx.data.Preprocess` (`ConfigError` naming the bad setting)."""
-        from pepx.data.transforms import Preprocess  # here: the config itself stays importable without torch
-
         try:
             return Preprocess.from_any(self.preprocess)
         except (TypeError, ValueError) as err:
