@@ -142,6 +142,7 @@ def optimisation_section(grid: Mapping[Cell, Mapping[GridRun, Path]], folded: pd
     table.to_csv(out / "optimisation.csv", index=False)
     short = " (the last: these runs are too short for an early epoch)" if e == last else ""
     n_pseudo = int((folded["fold"] == TRAIN_ONLY).sum())
+    pseudo = f"; n_train counts the {n_pseudo} training-only rows" if n_pseudo else ""
     return ["## Is PEPX-ResNet easier to optimise?", "",
             "The paper calls PEPX-ResNet easier to optimise. Training loss (mean over an epoch's augmented "
             "batches) and test accuracy after every epoch, mean over folds (band: min–max over folds and "
@@ -152,7 +153,7 @@ def optimisation_section(grid: Mapping[Cell, Mapping[GridRun, Path]], folded: pd
             "network's (same loss, same training and test images; seeds averaged first), over the folds: the "
             f"mean difference with its {int(LEVEL * 100)} % CI and a two-sided t-test with Nadeau & Bengio's "
             "correction for the overlap of the folds' training sets (variance × (1/K + n_test/n_train) "
-            f"instead of 1/K; n_train counts the {n_pseudo} training-only rows), Holm over the table. Folds, "
+            f"instead of 1/K{pseudo}), Holm over the table. Folds, "
             "not images, because predictions are stored for the final epoch only (McNemar on the pooled "
             "images is the paired test above, at the final epoch). With K folds the test has K − 1 degrees "
             "of freedom: only large, consistent differences can show.", "", tests_markdown(table), ""]
