@@ -178,8 +178,8 @@ def test_confound_report_finds_a_view_that_goes_with_a_class_within_a_source():
 
 def test_confound_report_says_when_a_view_identifies_a_class():
     frame = _hospitals(0.8)
-    frame.loc[frame["label"] == "COVID-19", "view"] = "AP Supine"  # only COVID-19 films are supine
+    frame.loc[frame.index[frame["label"] == "pneumonia"][:20], "view"] = "AP Supine"  # 20 of h's pneumonias
     rep = confound_report(frame)
-    assert "view=AP Supine occurs only in class COVID-19: view identifies class" in rep.warnings
-    # an identifying value is not repeated as one that "goes with" a class
+    assert "view=AP Supine occurs only in class pneumonia: view identifies class" in rep.warnings
+    # an identifying value is not repeated as one that "goes with" a class (within h it is 100 % pneumonia)
     assert not any(w.startswith("view=AP Supine goes with") for w in rep.warnings)

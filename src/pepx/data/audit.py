@@ -173,7 +173,7 @@ def confound_report(frame: pd.DataFrame, min_share: float = 0.02, min_count: int
     )
     for scope, sub in scopes:
         present = [c for c in CLASSES if (sub["label"] == c).any()]
-        start = len(warnings)
+        flagged: set[str] = set()  # factor=value pairs warned of here
         for factor in FACTORS:
             if factor not in sub.columns:
                 continue
@@ -192,6 +192,8 @@ def confound_report(frame: pd.DataFrame, min_share: float = 0.02, min_count: int
                     continue
                 where = "" if scope == "all" else f"[{scope}] "
                 has = [c for c in present if row[c] > 0]
+                if len(has) < len(present):
+                    flagged.add(f"{factor}={value}")
                 if len(has) == 1:
                     warnings.append(
                         f"{where}{factor}={value} occurs only in class {has[0]}: "
@@ -204,9 +206,8 @@ def confound_report(frame: pd.DataFrame, min_share: float = 0.02, min_count: int
                             f"{NAMES[factor]} identifies class"
                         )
         if len(present) >= 2:
-            where = "" if scope == "all" else f"[{scope}] "
-            flagged = {w.removeprefix(where).split(" ", 1)[0] for w in warnings[start:]}  # factor=value
-            warnings += goes_with(sub, where, min_share, min_count, skip=flagged)
+            warnings += goes_with(sub, "" if scope == "all" else f"[{scope}] ", min_share, min_count,
+                                  skip=flagged)
     counts = (
         pd.concat(tables, ignore_index=True)
         if tables

@@ -59,14 +59,9 @@ def adults_summary(frame: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0, lev
     if note is not None:
         return {"note": note}
     adults = adult_rows(frame)
-    present = set(adults["y_true"].astype(int))
     point, boot = metric_samples(adults, n_boot=n_boot, seed=seed, with_ece=False)
-    rows = []
-    for name in ADULT_METRICS:
-        absent = name.startswith("recall_") and CLASSES.index(name.removeprefix("recall_")) not in present
-        rows.append((name, np.nan, np.nan, np.nan) if absent
-                    else (name, point[name], *percentile_interval(boot[name], level)))
-    metrics = pd.DataFrame(rows, columns=["metric", "value", "low", "high"])
+    metrics = pd.DataFrame([(name, point[name], *percentile_interval(boot[name], level))
+                            for name in ADULT_METRICS], columns=["metric", "value", "low", "high"])
     return {"note": None, "n_images": len(adults), "n_patients": int(adults["patient_id"].nunique()),
             "metrics": metrics, "per_class": _per_class(adults, metrics),
             "confusion_matrix": confusion_matrix(adults),
