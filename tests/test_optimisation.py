@@ -9,7 +9,15 @@ from PIL import Image
 from scipy import stats
 
 from pepx.experiments.figures import optimisation_figure
-from pepx.experiments.optimisation import corrected_t, early_epoch, early_epoch_tests, holdout_ratio
+from pepx.experiments.grid import GridRun
+from pepx.experiments.optimisation import (
+    corrected_t,
+    early_epoch,
+    early_epoch_tests,
+    holdout_ratio,
+    optimisation_section,
+)
+from test_evaluation_fakes import fake_metrics_csv
 
 
 def _curve(loss_at_3: float, acc_at_3: float, epochs: int = 6) -> pd.DataFrame:
@@ -72,3 +80,14 @@ def test_optimisation_figure_has_a_row_per_loss(tmp_path):
     one = {c: f for c, f in cells.items() if c[1] == "focal"}
     with Image.open(optimisation_figure(one, tmp_path / "one.png", unit="folds")) as im:
         assert im.format == "PNG" and im.size[0] == two[0] and two[1] > 1.8 * im.size[1]
+
+
+def test_optimisation_section_with_pepx_resnet_alone_says_there_is_nothing_to_compare(tmp_path):
+    grid = {("pepx_resnet", "focal"): {GridRun("pepx_resnet", "focal", 0, fold): fake_metrics_csv(
+        tmp_path / f"run{fold}" / "metrics.csv", epochs=5, seed=fold).parent for fold in range(2)}}
+    folded = pd.DataFrame({"fold": [0] * 5 + [1] * 5})
+    text = "\n".join(optimisation_section(grid, folded, [0, 1], tmp_path))
+    assert "Paired test at epoch 3 of 5:" in text
+    assert "Nothing to compare: no other network was trained with PEPX-ResNet's loss" in text
+    assert pd.read_csv(tmp_path / "optimisation.csv").empty
+    assert (tmp_path / "figure_optimisation.png").exists()

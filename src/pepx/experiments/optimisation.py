@@ -156,4 +156,6 @@ def optimisation_section(grid: Mapping[Cell, Mapping[GridRun, Path]], folded: pd
             f"instead of 1/K{pseudo}), Holm over the table. Folds, "
             "not images, because predictions are stored for the final epoch only (McNemar on the pooled "
             "images is the paired test above, at the final epoch). With K folds the test has K − 1 degrees "
-            "of freedom: only large, consistent differences can show.", "", tests_markdown(table), ""]
+            "of freedom: only large, consistent differences can show.", "",
+            tests_markdown(table) if len(table) else "Nothing to compare: no other network was trained with "
+            "PEPX-ResNet's loss on these folds.", ""]
