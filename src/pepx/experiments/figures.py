@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from pepx import CLASS_DISPLAY, CLASSES
 from pepx.evaluation.plots import save
@@ -88,6 +89,7 @@ def optimisation_figure(cells: Cells, path: str | Path, unit: str = "seeds", mar
         for ax, column, label in ((row[0], "train_loss", f"training loss ({name})"),
                                   (row[1], "test_acc", "test accuracy")):
             _curves(ax, sub, column, label)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if mark_epoch is not None:
                 ax.axvline(mark_epoch, color="0.5", ls=":", lw=1)
         row[0].legend(fontsize=8)
