@@ -23,9 +23,11 @@ from pepx.experiments.figures import figure9, figure10, residual_figure
 from pepx.experiments.folds import TRAIN_ONLY, fold_table
 from pepx.experiments.grid import GridRun, fold_frames, group, pooled_predictions, read_predictions
 from pepx.experiments.mitigations import mitigation_markdown, mitigation_tests
+from pepx.experiments.optimisation import optimisation_section
 from pepx.experiments.profiles import ABLATIONS, Profile, describe_variant, is_mitigation
 from pepx.experiments.report_parts import duration, provenance, statistics_notes, versions
 from pepx.experiments.reproduce import (
+    adults_section,
     breakdown_section,
     figures_section,
     headline,
@@ -123,10 +125,13 @@ def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dic
     ensemble, per_seed = paired_tests(preds, n_boot=prof.n_boot)
     ensemble.to_csv(out / "paired_tests.csv", index=False)
     head = (HEADLINE[0], loss) if (HEADLINE[0], loss) in preds else next(iter(preds))
+    head_eval = evaluate_predictions(mean_predictions(preds[head]), out / "headline", n_boot=prof.n_boot,
+                                     title=f"{cell_label(head)} (pooled out-of-fold, seed ensemble)")
     lines = [f"# pepx reproduce --cv {k} — profile `{prof.name}`"
              f"{' (inner validation)' if inner_val else ''}", "",
              _setup(prof, folded, folds, k, pseudo_test, inner_val, preds[head][0]), "",
              headline(summary, ensemble, head), ""]
+    lines += adults_section(head, head_eval)
     tested = _tested_rows(folded, folds)
     confounds = confound_report(tested)
     lines += shortcut_warning([w for w in confounds.warnings if w.startswith("[test]")])
@@ -139,6 +144,7 @@ def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dic
               f"p-values, Holm over the table; \"better\" only where p (Holm) < {ALPHA}. \"80 % power for\": "
               "the smallest difference the test would detect at this discordance.", "",
               tests_markdown(ensemble, per_seed), ""]
+    lines += optimisation_section(grid, folded, folds, out)
     if ablations:
         lines += _ablation_section(prof, folders, folds, inner_val, loss, preds.get((HEADLINE[0], loss)), out)
     mitigated: Frames = {}
@@ -153,8 +159,6 @@ def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dic
     leaks = _leak_rows(splits)
     lines += ["## Data", "", markdown_table(fold_table(folded), index=True), "", confounds.to_markdown(), "",
               "### Leak check per split", "", markdown_table(leaks), ""]
-    head_eval = evaluate_predictions(mean_predictions(preds[head]), out / "headline", n_boot=prof.n_boot,
-                                     title=f"{cell_label(head)} (pooled out-of-fold, seed ensemble)")
     lines += breakdown_section(head, head_eval)
     total = time.perf_counter() - start
     lines += [f"Wall time of this call {duration(total)} ({duration(train_seconds)} of it training).", ""]

@@ -109,7 +109,7 @@ def _labels(frame: pd.DataFrame) -> np.ndarray:
 def predictions_frame(frame: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
     """`predictions.csv` rows (pepx.training's columns) of `frame` with probabilities `probs`."""
     out = pd.DataFrame({c: frame[c].to_numpy() if c in frame else pd.NA
-                        for c in ("path", "label", "patient_id", "source", "age_group", "split")})
+                        for c in ("path", "label", "patient_id", "source", "age_group", "view", "split")})
     out["y_true"], out["y_pred"] = _labels(frame), probs.argmax(1)
     for k, c in enumerate(CLASSES):
         out[f"prob_{c}"] = probs[:, k]
