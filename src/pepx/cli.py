@@ -147,7 +147,7 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None,
                    help="data SOURCE (default: the profile's; synthetic for smoke, cxr-real for cpu/paper)")
     p.add_argument("--profile", default="smoke",
-                   help="smoke (default), cpu, cpu-cv, paper, or a candidate recipe of `pepx recipe` "
+                   help="smoke (default), cpu, cpu-cv, cpu-cv2, paper, or a candidate recipe of `pepx recipe` "
                         "(all in pepx/experiments/profiles.py)")
     p.add_argument("--seeds", type=POSITIVE, default=None, help="number of seeds (default: the profile's)")
     p.add_argument("--out", default="runs/reproduce")
