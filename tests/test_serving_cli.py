@@ -59,8 +59,13 @@ def test_export_writes_a_calibrated_bundle_with_card_and_exports(exported, capsy
                     "## Reference predictions"):
         assert heading in card, heading
     assert "Research use only" in card and bundle.sha256 in card
-    for name in ("report.md", "roc.png", "calibration.png", "reliability.png"):
+    for name in ("report.md", "roc.png", "calibration.png", "reliability.png", "gate/report.md"):
         assert (run / "bundle_report" / name).stat().st_size > 0
+    # the input gate, fitted on the run's train / val films and measured on its test films (issue 16)
+    gate = bundle.gate
+    assert gate is not None and gate.layers == ("layer1", "layer2", "layer3", "layer4")
+    assert cfg["gate"]["fitted_on"]["train_films"] == 36 and cfg["gate"]["fitted_on"]["val_films"] == 18
+    assert "## Input gate" in card and f">= {gate.reject:.3f}" in card
     # the reference predictions are what the bundle gives those images
     predictor = Predictor(bundle, device="cpu")
     paths = [c["path"] for c in cfg["checks"]["images"]]  # absolute: synthetic is no csv / folder source
