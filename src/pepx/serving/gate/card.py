@@ -16,7 +16,7 @@ BEGIN, END = "<!-- pepx gate -->", "<!-- /pepx gate -->"
 
 
 def _triple(row: Any, name: str) -> list[float | None]:
-    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 4)
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 6)
             for v in (getattr(row, name), getattr(row, f"{name}_low"), getattr(row, f"{name}_high"))]
 
 
