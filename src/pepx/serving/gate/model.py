@@ -41,7 +41,7 @@ class GateModel:
         out = []
         for name, mu, prec in zip(self.layers, self.means, self.precision, strict=True):
             diff = np.asarray(feats[name], dtype=np.float32)[:, None, :] - mu[None]  # [N, K, C]
-            d = np.einsum("nkc,cd,nkd->nk", diff, prec, diff, optimize=True).min(axis=1)
+            d = np.einsum("nkc,nkc->nk", diff @ prec, diff).min(axis=1)
             out.append(np.log(np.maximum(d, 1e-12)))
         return np.stack(out, axis=1).astype(np.float32)
 
