@@ -272,3 +272,21 @@ def test_cxr_ood_split_is_grouped_and_fixed(tmp_path):
     for kind, rows_ in frame.groupby("kind"):
         assert (rows_["part"] == "test").mean() >= 0.6, kind
     assert read_ood(tmp_path / "metadata.csv")["part"].tolist() == frame["part"].tolist()
+
+
+def test_gate_evaluate_reports_unseen_sources(gated, tmp_path):
+    root, _, bundle = gated
+    out = tmp_path / "report"
+    assert main(["gate", "evaluate", str(bundle.path), "--split", str(root / "split.csv"), "--out", str(out),
+                 "--unseen", "synthetic:n_per_class=6,size=96", "--n-boot", "50"]) == 0
+    scores = pd.read_csv(out / "scores.csv")
+    front, unseen = scores[scores["set"] == "frontal"], scores[scores["set"] == "unseen"]
+    assert len(front) == 30 and len(unseen) == 18
+    assert set(scores.loc[scores["set"] == "synthetic", "kind"]) == set(EVAL_KINDS)
+    report = (out / "report.md").read_text()
+    for source, rows in unseen.groupby("source"):
+        share = (rows["outcome"] == "unfamiliar").mean()
+        assert f"| unseen source {source} | {len(rows)} |" in report and f"| {share:.3f} [" in report
+    y = np.r_[np.zeros(len(front)), np.ones(len(unseen))]
+    auroc = roc_auc_score(y, np.r_[front["distance"], unseen["distance"]])
+    assert f"seen-source test films: {auroc:.3f} [" in report

@@ -113,9 +113,9 @@ def gate_tables(scores: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> di
     if len(unseen):
         sep = separation(front["distance"].to_numpy(), unseen["distance"].to_numpy(), front["group"],
                          unseen["group"], n_boot, seed)
-        rows = [{"films": "seen-source test", **_rates(front, n_boot, seed)}]
+        rows = [{"which": "seen-source test films", **_rates(front, n_boot, seed)}]
         for value, part in unseen.groupby("source"):
-            rows.append({"films": f"unseen source {value}", **_rates(part, n_boot, seed)})
+            rows.append({"which": f"unseen source {value}", **_rates(part, n_boot, seed)})
         tables["unseen"] = pd.DataFrame(rows).assign(
             distance_auroc=[np.nan] + [sep["auroc"]] * (len(rows) - 1),
             distance_auroc_low=[np.nan] + [sep["auroc_low"]] * (len(rows) - 1),
@@ -169,7 +169,7 @@ def gate_report(bundle: Bundle, tables: dict[str, pd.DataFrame], n_boot: int) ->
         u = tables["unseen"].iloc[1]
         auroc = fmt_ci(u["distance_auroc"], u["distance_auroc_low"], u["distance_auroc_high"])
         lines += ["## Films of sources the network never saw", "",
-                  markdown_table(rate_table(tables["unseen"], ["films"])), "",
+                  markdown_table(rate_table(tables["unseen"], ["which"])), "",
                   f"AUROC of the distance, unseen-source films against seen-source test films: {auroc}.", ""]
     return "\n".join(lines)
 

@@ -51,9 +51,10 @@ def read_gate_section(config: dict[str, Any], where: object) -> GateSection | No
     prefix = f"{where}: config.json gate"
     if not isinstance(raw, dict):
         raise BundleError(f"{prefix}: expected an object, got {type(raw).__name__}")
-    if int(raw.get("version", 0)) > GATE_VERSION:
-        raise BundleError(f"{prefix}: version {raw.get('version')} is newer than this pepx reads "
-                          f"({GATE_VERSION}): upgrade pepx")
+    version = raw.get("version", 0)
+    if not isinstance(version, int) or version > GATE_VERSION:
+        raise BundleError(f"{prefix}: version {version!r} is not one this pepx reads (<= {GATE_VERSION}): "
+                          "upgrade pepx")
     try:
         thresholds = raw["thresholds"]
         values = {name: thresholds[name] for name in ("reject", "unfamiliar")}
