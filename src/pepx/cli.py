@@ -258,6 +258,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
     p.add_argument("--batch-size", type=POSITIVE, default=32)
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--no-gate", action="store_true", help="turn the input gate off (a class for any image)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -274,7 +275,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         from pepx.serving import Predictor
 
-        predictor = Predictor.from_bundle(args.model, runtime=args.runtime, device=args.device)
+        predictor = Predictor.from_bundle(args.model, runtime=args.runtime, device=args.device,
+                                          gate=not args.no_gate)
     files.check_cam_class(predictor, args.cam_class)
     preds = predictor.predict(files.collect_inputs(args.inputs), batch_size=args.batch_size)
     for p in preds:
@@ -305,6 +307,8 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=POSITIVE, default=2000)
     p.add_argument("--report", help="evaluation folder (default: RUN/bundle_report)")
     p.add_argument("--recipe", help="the command that trained the run, quoted in the model card")
+    p.add_argument("--gate-ood", metavar="DIR", help="images of other kinds (cxr-ood layout) for the gate")
+    p.add_argument("--no-gate", action="store_true", help="make no input gate")
     p.set_defaults(func=_cmd_export)
 
 
@@ -324,7 +328,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         result = bundle_from_run(args.source, args.out, bundle_id=args.id, version=args.version,
                                  calibrate=args.calibrate, targets=parse_targets(args.target),
                                  half=not args.fp32, n_boot=args.n_boot, report_dir=args.report,
-                                 command=args.recipe)
+                                 command=args.recipe, gate=not args.no_gate, gate_ood=args.gate_ood)
         bundle = result.bundle
         print(result.text)
     print(f"bundle: {bundle.path} ({bundle.weights_bytes / 1e6:.1f} MB weights, sha256 "
@@ -359,6 +363,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="images waiting before 503 (default: 64)")
     p.add_argument("--workers", type=POSITIVE, default=2,
                    help="threads decoding uploads and drawing Grad-CAM")
+    p.add_argument("--no-gate", action="store_true", help="turn the input gate off")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -370,7 +375,43 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                              max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
                              max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, workers=args.workers)
     serve(args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
-          channels_last=args.channels_last, settings=settings)
+          channels_last=args.channels_last, settings=settings, gate=not args.no_gate)
+    return 0
+
+
+# --------------------------------------------------------------------------- gate
+def _add_gate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gate", help="the input gate: fit it onto a bundle, measure it")
+    gsub = p.add_subparsers(dest="gate_cmd", required=True)
+    for name, text in (("fit", "fit a bundle's gate on a split (train: fit, val: thresholds, test: report)"),
+                       ("evaluate", "AUROC per kind of image, frontal films rejected by source and age")):
+        g = gsub.add_parser(name, help=text)
+        g.add_argument("bundle", help="bundle folder")
+        g.add_argument("--split", required=True, help="split CSV (`pepx data split`, a run's split.csv)")
+        g.add_argument("--ood", metavar="DIR", help="images of other kinds (cxr-ood layout: metadata.csv "
+                       "with kind); fit reads its dev part, evaluate its test part")
+        g.add_argument("--n-boot", type=POSITIVE, default=1000, help="bootstrap resamples (default 1000)")
+        g.set_defaults(func=_cmd_gate)
+    fit_p, eval_p = gsub.choices["fit"], gsub.choices["evaluate"]
+    fit_p.add_argument("--out", help="new bundle folder: a gated copy of BUNDLE")
+    fit_p.add_argument("--in-place", action="store_true", help="rewrite only BUNDLE's gate (file, config "
+                       "section, card section)")
+    fit_p.add_argument("--report", help="test evaluation folder (default: OUT-gate-report)")
+    eval_p.add_argument("--out", required=True, help="report folder")
+    eval_p.add_argument("--unseen", metavar="SOURCE", help="frontal films of sources the network never saw")
+    eval_p.add_argument("--unseen-source", nargs="+", help="keep only these `source` values of --unseen")
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from pepx.serving.gate import commands
+
+    if args.gate_cmd == "fit":
+        lines = commands.fit_command(args.bundle, args.split, args.out, args.in_place, args.ood, args.report,
+                                     args.n_boot)
+    else:
+        lines = commands.evaluate_command(args.bundle, args.split, args.out, args.ood, args.unseen,
+                                          args.unseen_source, args.n_boot)
+    print("\n".join(lines))
     return 0
 
 
@@ -380,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
                 _add_reproduce_parser, _add_recipe_parser, _add_predict_parser, _add_export_parser,
-                _add_serve_parser):
+                _add_serve_parser, _add_gate_parser):
         add(sub)
     return parser
 
