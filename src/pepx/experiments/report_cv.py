@@ -32,6 +32,7 @@ from pepx.experiments.reproduce import (
     tables_section,
 )
 from pepx.experiments.tables import cell_summary, write_tables
+from pepx.fileio import write_csv, write_text
 from pepx.markdown import markdown_table
 
 
@@ -108,18 +109,18 @@ def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dic
     metrics = {cell: fold_frames(runs) for cell, runs in grid.items()}
     (out / "pooled").mkdir(exist_ok=True)
     for (model, cell_loss), frames in preds.items():
-        pd.concat([f.assign(seed=s) for s, f in enumerate(frames)]).to_csv(
-            out / "pooled" / f"{model}-{cell_loss}.csv", index=False)
+        write_csv(pd.concat([f.assign(seed=s) for s, f in enumerate(frames)]),
+                  out / "pooled" / f"{model}-{cell_loss}.csv", index=False)
     summary = cell_summary(preds, n_boot=prof.n_boot)
-    summary.to_csv(out / "summary.csv", index=False)
+    write_csv(summary, out / "summary.csv", index=False)
     tables = write_tables(summary, out)
     per_fold = fold_accuracy(preds)
-    per_fold.to_csv(out / "fold_accuracy.csv", index=False)
+    write_csv(per_fold, out / "fold_accuracy.csv", index=False)
     figure9(metrics, out / "figure9.png", unit="folds")
     figure10(metrics, out / "figure10.png", unit="folds")
     has_abc = residual_figure(metrics, out / "figure_abc.png", unit="folds") is not None
     ensemble, per_seed = paired_tests(preds, n_boot=prof.n_boot)
-    ensemble.to_csv(out / "paired_tests.csv", index=False)
+    write_csv(ensemble, out / "paired_tests.csv", index=False)
     head = (HEADLINE[0], loss) if (HEADLINE[0], loss) in preds else next(iter(preds))
     lines = [f"# pepx reproduce --cv {k} — profile `{prof.name}`"
              f"{' (inner validation)' if inner_val else ''}", "",
@@ -153,7 +154,7 @@ def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dic
     lines += [f"Wall time of this call {duration(total)} ({duration(train_seconds)} of it training).", ""]
     lines += provenance(prof, timings, total) + statistics_notes(prof, unit="folds")
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     write_json({"profile": prof.to_dict(), "cv": k, "folds": list(folds), "pseudo_test": pseudo_test,
                 "inner_val": inner_val, "versions": versions(), "timings_s": timings,
                 "leaks": leaks, "total_s": time.perf_counter() - start}, out / "provenance.json")
@@ -167,7 +168,7 @@ def _ablation_section(prof: Profile, folders: dict[GridRun, Path], folds: Sequen
     if default is None:
         default = pooled_predictions(_grid(folders, folds, inner_val)[("pepx_resnet", loss)])
     table = ablation_tests(default, {name: pooled_predictions(r) for name, r in runs.items()}, prof.n_boot)
-    table.to_csv(out / "ablations.csv", index=False)
+    write_csv(table, out / "ablations.csv", index=False)
     missing = [name for name in ABLATIONS if name not in runs]
     not_run = [f"Not run here: {', '.join(missing)} (`--ablations` named the others).", ""] if missing else []
     return ["## Ablations of the paper's choices", "",
@@ -180,7 +181,7 @@ def _lso_section(prof: Profile, folders: dict[GridRun, Path], preds: Frames, out
     held = group(folders, lambda r: (r.held_out, (r.model, r.loss)) if r.held_out else None)
     frames = {key: [read_predictions(p) for p in runs.values()] for key, runs in held.items()}
     table = lso_table(frames, preds, prof.n_boot)
-    table.to_csv(out / "leave_source_out.csv", index=False)
+    write_csv(table, out / "leave_source_out.csv", index=False)
     return ["## Leave-source-out (external sources)", "",
             "Each source with two or more classes held out of training and tested whole; beside it, the same "
             "network's in-distribution accuracy on that source from the cross-validated grid (its patients "
