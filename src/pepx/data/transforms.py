@@ -20,6 +20,9 @@ from scipy import ndimage
 
 from pepx.data.io import read_image
 
+#: Largest share of rows `top_crop` may remove; the values `normalize` takes.
+MAX_TOP_CROP, NORMALIZE = 0.5, ("image", "none")
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -28,6 +31,15 @@ class Preprocess:
     top_crop: float = 0.0  # fraction of the height removed from the top (COVID-Net: 0.08)
     square: bool = True  # centre crop to a square before resizing (else the image is squashed)
     normalize: str = "image"  # "image": per-image zero mean / unit sd; "none": [0, 1]
+
+    def __post_init__(self) -> None:
+        crop = self.top_crop
+        if isinstance(crop, bool) or not isinstance(crop, (int, float)) or not 0.0 <= crop <= MAX_TOP_CROP:
+            raise ValueError(f"top_crop must be a number in [0, {MAX_TOP_CROP}], got {crop!r}")
+        if not isinstance(self.square, bool):
+            raise ValueError(f"square must be true or false, got {self.square!r}")
+        if self.normalize not in NORMALIZE:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}, got {self.normalize!r}")
 
     @classmethod
     def from_any(cls, value: Preprocess | dict[str, Any] | None) -> Preprocess:
