@@ -1,12 +1,12 @@
 """Shared pieces of the hostile-input probe (tests/test_hostile_*.py, issue 17).
 
-Every case runs one `pepx` command (in-process, in a thread with a time limit, so a hang fails the case instead
-of the suite) on a workspace of real files, and checks three things in this order; a failure names its kind in
+Every case runs one `pepx` command (in-process, in a thread with a time limit, so a hang fails the case
+instead of the suite) on a workspace of real files, and checks these in order; a failure names its kind in
 brackets, which is how the probe is tallied (`pytest tests/test_hostile_*.py --junitxml=r.xml`, then
 `python tests/hostile_kit.py r.xml`):
 
     [hang]       the command did not finish within its time limit
-    [traceback]  an exception escaped, or stderr holds a traceback / more than one line
+    [traceback]  an exception escaped, or stderr holds a traceback
     [data loss]  a file of the workspace outside the command's own output vanished or changed
     [security]   a case about a security property (a symlink leaving a bundle, a token) did not hold
     [wrong]      the exit status, the message or the output is not the one expected, or the command wrote
@@ -62,7 +62,8 @@ def changed_files(before: dict[str, tuple], after: dict[str, tuple], allowed: Se
         return any(fnmatch(rel, pat) or rel.startswith(pat.rstrip("/") + os.sep) for pat in allowed)
 
     bad = [f"{rel}: vanished" for rel in before if rel not in after and not own(rel)]
-    bad += [f"{rel}: changed" for rel in before if rel in after and after[rel] != before[rel] and not own(rel)]
+    bad += [f"{rel}: changed" for rel in before
+            if rel in after and after[rel] != before[rel] and not own(rel)]
     bad += [f"{rel}: new" for rel in after if rel not in before and not own(rel)]
     return bad
 

@@ -81,7 +81,8 @@ def ws(tmp_path_factory: pytest.TempPathFactory):
     for name, edit in variants.items():
         bundle_variant(ok, root / "bundles" / name, edit)
     text = (ok / "config.json").read_text()
-    bundle_variant(ok, root / "bundles" / "temp_nan", raw=text.replace('"temperature": 1.7', '"temperature": NaN'))
+    nan = text.replace('"temperature": 1.7', '"temperature": NaN')
+    bundle_variant(ok, root / "bundles" / "temp_nan", raw=nan)
     bundle_variant(ok, root / "bundles" / "not_object", raw="[1, 2, 3]\n")
     cache = os.environ.get("PEPX_CACHE")
     fit(TrainConfig().with_overrides(TINY_RUN), root / "run")
@@ -108,7 +109,8 @@ def _special_rows(ws: Path, status: int, out: str, err: str) -> None:
     table = pd.read_csv(ws / "out" / "special.csv")
     rows = {Path(s).name: r for s, r in zip(table["source"], table.to_dict("records"), strict=True)}
     for name, reason in SPECIAL_REASONS.items():
-        assert name in rows and rows[name]["status"] == "error" and reason in rows[name]["error"], rows.get(name)
+        row = rows.get(name)
+        assert row is not None and row["status"] == "error" and reason in row["error"], row
     shown = "caf\\xe9.png"
     assert shown in rows and rows[shown]["status"] == "ok", sorted(rows)
     assert rows["good.png"]["status"] == "ok" and rows["same.png"]["status"] == "ok"
@@ -145,7 +147,8 @@ CASES = [
                                "{ws}/out/p3.csv"], message="--cam-layer 'layer9': choose one of"),
     Case("device-unknown", [*P, B, "--device", "gpu0"], message="--device 'gpu0': choose one of"),
     pytest.param(Case("device-cuda-absent", [*P, B, "--device", "cuda"], message="--device 'cuda'"),
-                 marks=pytest.mark.skipif(not GPU_ABSENT, reason="a GPU is visible"), id="device-cuda-absent"),
+                 marks=pytest.mark.skipif(not GPU_ABSENT, reason="a GPU is visible"),
+                 id="device-cuda-absent"),
     Case("device-cuda-index", [*P, B, "--device", "cuda:99"], message="--device 'cuda:99'"),
     # -------------------------------------------------------------- predict / inspect: special files
     Case("predict-special-folder", ["predict", "{ws}/special", "--model", B, "--out", "{ws}/out/special.csv"],

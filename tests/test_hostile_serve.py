@@ -162,7 +162,8 @@ def test_a_dead_batching_thread_fails_health_and_answers_503(ws, predictor):
 
 @pytest.fixture(scope="module")
 def client(predictor):
-    with TestClient(create_app(predictor, ServeSettings(max_upload_mb=8)), raise_server_exceptions=False) as c:
+    app = create_app(predictor, ServeSettings(max_upload_mb=8))
+    with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
 
@@ -176,8 +177,8 @@ def test_damaged_dicom_with_pixels_is_read_never_a_500(ws, client, name):
         fail("wrong", f"{r.status_code}: {r.text[:300]}")
 
 
-@pytest.mark.parametrize("name, words", [("deflate", "decompression bomb"), ("frames", "decompression bomb"), ("fat", "decompression bomb")])
-def test_dicom_bombs_are_413_before_decompression(ws, client, name, words):
+@pytest.mark.parametrize("name", ["deflate", "frames", "fat"])
+def test_dicom_bombs_are_413_before_decompression(ws, client, name):
     data = (ws / "bomb" / f"{name}.dcm").read_bytes()
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -189,8 +190,9 @@ def test_dicom_bombs_are_413_before_decompression(ws, client, name, words):
     if r.status_code >= 500:
         fail("traceback", f"{r.status_code}: {r.text[:300]}")
     if peak > 64e6:
-        fail("security", f"decoding took {peak / 1e6:.0f} MB before the refusal ({time.perf_counter() - t0:.1f} s)")
-    if r.status_code != 413 or words not in r.text:
+        fail("security", f"decoding took {peak / 1e6:.0f} MB before the refusal "
+                         f"({time.perf_counter() - t0:.1f} s)")
+    if r.status_code != 413 or "decompression bomb" not in r.text:
         fail("wrong", f"{r.status_code}: {r.text[:300]}")
 
 

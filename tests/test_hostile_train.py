@@ -34,7 +34,8 @@ LOCK = ".lock"  # RunLayout(RUN).lock
 def ws(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("hostile_train")
     run = root / "run"
-    fit(TrainConfig().with_overrides([DATA, "n_train=8", "n_test=0", "epochs=1", "batch_size=12", *SMALL]), run)
+    fit(TrainConfig().with_overrides([DATA, "n_train=8", "n_test=0", "epochs=1", "batch_size=12", *SMALL]),
+        run)
     (root / "notes").mkdir()
     (root / "notes" / "keep.txt").write_text("a user's notes\n")
     (root / "existing.txt").write_text("keep me\n")
@@ -102,8 +103,8 @@ def test_hostile_case(ws, capsys, monkeypatch, case):
     run_case(case, ws, capsys)
 
 
-@pytest.mark.parametrize("argv", [["train", "--out", "{ws}/locked", *SMALL], ["train", "--resume", "{ws}/locked"]],
-                         ids=["out", "resume"])
+@pytest.mark.parametrize("argv", [["train", "--out", "{ws}/locked", *SMALL],
+                                  ["train", "--resume", "{ws}/locked"]], ids=["out", "resume"])
 def test_a_run_being_trained_is_refused(ws, capsys, argv):
     """A second `pepx train` into a folder another one is training into is refused (lock file)."""
     with FileLock(str(ws / "locked" / LOCK), timeout=0):
