@@ -19,6 +19,7 @@ target, a FIFO or device by its type, never opened), so FIFOs, loops and links t
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
+from hostile_make import release_fifo
 from pepx.cli import main
 
 KINDS = ("hang", "traceback", "data loss", "security", "wrong")
@@ -110,11 +112,31 @@ def fail(kind: str, text: str) -> None:
     raise AssertionError(f"[{kind}] {text}")
 
 
+def _unblock(argv: list[str]) -> None:
+    """After a hang: release every FIFO the command was given, so that its thread can end."""
+    for arg in argv:
+        path = Path(arg.split(":", 1)[-1])
+        if path.is_fifo():
+            release_fifo(path)
+
+
+def _drop_stale_log_handlers() -> None:
+    """A command still hanging in its thread keeps its stdout handler on the `pepx` logger, writing to an
+    earlier test's closed capture: drop such handlers, so that they do not print logging tracebacks here."""
+    logger = logging.getLogger("pepx")
+    for handler in list(logger.handlers):
+        if getattr(getattr(handler, "stream", None), "closed", False):
+            logger.removeHandler(handler)
+
+
 def run_case(case: Case, ws: Path, capsys) -> tuple[int, str, str]:
     """Run `case` on the workspace `ws` and check it (see the module docstring for the order)."""
     argv = [a.format(ws=ws, id=case.id) for a in case.argv]
+    _drop_stale_log_handlers()
     before = fingerprints(ws)
     status, error = run_cli(argv, case.timeout)
+    if status is None and error is None:
+        _unblock(argv)
     captured = capsys.readouterr()
     out, err = captured.out, captured.err
     if status is None and error is None:

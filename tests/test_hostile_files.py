@@ -31,7 +31,7 @@ from test_serving_bundle import make_bundle
 B = "{ws}/bundles/ok"
 #: Cases that, unrefused, would allocate tens of GB (PEPX_PROBE_SAFE=1 skips them: the probe of old code).
 DANGEROUS = {"models-size-huge", "models-width-huge", "models-in-chans-huge", "models-classes-huge",
-             "bundle-image-size-huge"}
+             "bundle-image-size-huge", "evaluate-n-boot-huge", "reproduce-jobs-huge"}
 TINY_RUN = ["data=synthetic:n_per_class=24,size=64", "n_train=8", "n_val=4", "n_test=4", "image_size=32",
             "model_kwargs.width=0.25", "batch_size=12", "epochs=1", "accelerator=cpu", "progress=false",
             "num_threads=1"]
@@ -141,6 +141,8 @@ CASES = [
     Case("out-format-checked-before-cams", ["predict", "{ws}/films", "--model", B, "--cam", "{ws}/out/cams2",
                                            "--out", "{ws}/out/preds.txt"], message="use a .csv or .json"),
     Case("out-is-a-folder", [*P, B, "--out", "{ws}/notes"], message="--out {ws}/notes: is a folder"),
+    Case("out-is-an-input", ["predict", "{ws}/existing.csv", "--model", B, "--out", "{ws}/existing.csv"],
+         message="is one of the inputs"),
     Case("out-through-a-symlink", [*P, B, "--out", "{ws}/link.csv"], status=0, outputs=["link.csv"],
          security=True, check=_old_kept("secret.txt", "not for the web\n")),
     Case("cam-layer-unknown", [*P, B, "--cam", "{ws}/out/cams3", "--cam-layer", "layer9", "--out",
@@ -211,7 +213,9 @@ CASES = [
          message="the run folder"),
     Case("evaluate-out-is-a-bundle", ["evaluate", "{ws}/run", "--out", B, "--n-boot", "20"],
          message="bundle"),
-    # -------------------------------------------------------------- models: ranges
+    Case("evaluate-n-boot-huge", ["evaluate", "{ws}/run", "--n-boot", "1000000000"], message="n_boot"),
+    # -------------------------------------------------------------- models, reproduce: ranges
+    Case("reproduce-jobs-huge", ["reproduce", "--jobs", "100000", "--out", "{ws}/out/rep"], message="--jobs"),
     Case("models-size-huge", ["models", "--size", "100000"], message="--size"),
     Case("models-width-huge", ["models", "--width", "1000"], message="--width"),
     Case("models-in-chans-huge", ["models", "--in-chans", "100000"], message="--in-chans"),

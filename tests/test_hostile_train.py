@@ -78,7 +78,7 @@ CASES = [
     Case("seed-beyond-numpy", [*NEW, "seed=1180591620717411303424"], message="seed"),
     Case("synthetic-n-huge", [*NEW, "data=synthetic:n_per_class=1000000000"], message="n_per_class"),
     Case("synthetic-size-huge", [*NEW, "data=synthetic:size=100000"], message="size"),
-    Case("width-huge", [*NEW, "model_kwargs.width=1e6"], message="width"),
+    Case("width-huge", [*NEW, "model_kwargs.width=1000.0"], message="width"),
     Case("width-nan", [*NEW, "model_kwargs.width=.nan"], message="width"),
     Case("cache-under-a-file", [*NEW, "cache_dir={ws}/existing.txt/cache"], message="cache"),
     Case("cache-in-proc", [*NEW, "cache_dir=/proc/pepx-cache"], message="cache"),

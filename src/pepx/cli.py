@@ -149,16 +149,16 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default="smoke",
                    help="smoke (default), cpu, cpu-cv, paper, or a candidate recipe of `pepx recipe` "
                         "(all in pepx/experiments/profiles.py)")
-    p.add_argument("--seeds", type=POSITIVE, default=None, help="number of seeds (default: the profile's)")
+    p.add_argument("--seeds", type=int_range(1, 1000), default=None, help="seeds (default: the profile's)")
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--n-train", type=POSITIVE, default=None,
                    help="training images per class (default: the profile's; unused with --cv)")
     p.add_argument("--n-test", type=POSITIVE, default=None,
                    help="test images per class (default: the profile's; unused with --cv)")
-    p.add_argument("--epochs", type=POSITIVE, default=None, help="epochs (default: the profile's)")
+    p.add_argument("--epochs", type=int_range(1, 100000), default=None, help="epochs (default: profile)")
     p.add_argument("--models", nargs="+", default=None, help="subset of pepx_resnet resnet18 covidnet")
     p.add_argument("--losses", nargs="+", default=None, help="subset of ce focal")
-    p.add_argument("--jobs", type=POSITIVE, default=1,
+    p.add_argument("--jobs", type=int_range(1, 256), default=1,
                    help="runs trained at once, each in its own process with cores/JOBS threads (default 1)")
     cv = p.add_argument_group("cross-validation (--cv K) and what runs on its folds")
     cv.add_argument("--cv", type=POSITIVE, default=None, metavar="K",
@@ -215,8 +215,9 @@ def _add_recipe_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cv", type=POSITIVE, default=5, metavar="K", help="folds (default 5)")
     p.add_argument("--folds", type=int, nargs="+", default=None, help="outer folds to run (default: all)")
     p.add_argument("--data", default=None, help="data SOURCE (default: each candidate's)")
-    p.add_argument("--epochs", type=POSITIVE, default=None, help="override every candidate's epochs (pilots)")
-    p.add_argument("--jobs", type=POSITIVE, default=1, help="runs trained at once (default 1)")
+    p.add_argument("--epochs", type=int_range(1, 100_000), default=None,
+                   help="override every candidate's epochs (pilots)")
+    p.add_argument("--jobs", type=int_range(1, 256), default=1, help="runs trained at once (default 1)")
     p.add_argument("--n-boot", type=POSITIVE, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--out", default="runs/recipe")
     p.set_defaults(func=_cmd_recipe)
@@ -243,7 +244,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cam-class", help="class to explain (default: the predicted one)")
     p.add_argument("--cam-layer", help="Grad-CAM target layer (default: the last stage, e.g. layer4)")
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--batch-size", type=POSITIVE, default=32)
+    p.add_argument("--batch-size", type=int_range(1, 65_536), default=32)
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     p.set_defaults(func=_cmd_predict)
 

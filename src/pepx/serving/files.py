@@ -122,7 +122,9 @@ def check_outputs(predictor: Predictor, specs: Sequence[str], inputs: Sequence[s
     if cam_layer is not None:
         predictor.check_layer(cam_layer, option="--cam-layer")
     if out:
-        check_out_file(out)
+        target = Path(os.path.realpath(check_out_file(out)))
+        if any(Path(os.path.realpath(item)) == target for item in inputs):
+            raise ConfigError(f"--out {display_path(out)}: is one of the inputs; name another file")
     if cam:
         check_cam_folder(cam, specs, inputs)
 
