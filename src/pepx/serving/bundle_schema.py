@@ -6,7 +6,7 @@ image size, `"1.7"` is not a temperature). Unknown keys follow one rule, so that
 deliberate choice:
 
 - **Sections that change the numbers** (`architecture`, `input`, `preprocess.settings`) refuse keys they do
-  not know: a bundle asking for a preprocessing step this pepx cannot do (say `preprocess.settings.equalize`
+  not know: a bundle asking for a preprocessing step this pepx cannot do (say `preprocess.settings.denoise`
   before pepx has it) must not be run without it. Adding such a setting means adding it here (or, for
   `preprocess.settings`, to `pepx.data.transforms.Preprocess`, which checks it).
 - **Optional sections** are declared below with their type: `operating_points`, `exports`, and `gate` (the
