@@ -86,7 +86,7 @@ def test_malformed_bundles_name_the_folder_and_reason(tmp_path):
     with pytest.raises(BundleError, match="lacks classes"):
         load_bundle(tmp_path / "b")
     config_file.write_text(json.dumps({**good, "calibration": {"temperature": -1}}))
-    with pytest.raises(BundleError, match="temperature > 0"):
+    with pytest.raises(BundleError, match=r"calibration.temperature: Input should be greater than or"):
         load_bundle(tmp_path / "b")
     config_file.write_text(json.dumps({**good, "architecture": {"name": "resnet18", "kwargs": {}}}))
     with pytest.raises(BundleError, match=r"weights do not fit resnet18"):

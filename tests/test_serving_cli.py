@@ -126,11 +126,11 @@ def test_predict_folder_good_and_bad_files_csv_and_cams(exported, tmp_path, caps
             assert row["status"] == "ok" and row["label"] in ("normal", "pneumonia", "COVID-19")
             probs = [row["prob_normal"], row["prob_pneumonia"], row["prob_COVID-19"]]
             assert row[f"prob_{row['label']}"] == max(probs)
-            stem = tmp_path / "cams" / Path(name).with_suffix("")
-            assert row["cam"] == str(stem) + ".png"
+            stem = tmp_path / "cams" / name  # the input's own name, suffix included: a.png -> a.png.cam.png
+            assert row["cam"] == str(stem) + ".cam.png"
             with Image.open(row["cam"]) as im:
-                assert im.mode == "RGB"
-            assert np.load(str(stem) + ".npy").shape == (32, 32)
+                assert im.mode == "RGB" and im.info["Software"] == "pepx Grad-CAM"
+            assert np.load(str(stem) + ".cam.npy").shape == (32, 32)
         else:
             assert row["status"] == "error" and what in row["error"] and pd.isna(row["label"])
             assert f"skipped {tmp_path / 'films' / name}: " in captured.err

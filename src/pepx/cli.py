@@ -17,16 +17,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pepx.console import NON_NEGATIVE, POSITIVE, CLIParser, log_to_stdout, non_negative_float, positive_float
+from pepx.checks import MAX_IMAGE_SIZE, MAX_WIDTH
+from pepx.console import NON_NEGATIVE, POSITIVE, CLIParser, float_range, int_range, log_to_stdout
 
 
 # --------------------------------------------------------------------------- models
 def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="table of each model's parameters and GFLOPs")
-    p.add_argument("--size", type=POSITIVE, nargs="+", default=[224], help="input sizes (pixels)")
-    p.add_argument("--in-chans", type=POSITIVE, default=1)
-    p.add_argument("--num-classes", type=POSITIVE, default=3)
-    p.add_argument("--width", type=positive_float, default=1.0, help="channel multiplier of every model")
+    p.add_argument("--size", type=int_range(1, MAX_IMAGE_SIZE), nargs="+", default=[224],
+                   help=f"input sizes (pixels, 1-{MAX_IMAGE_SIZE})")
+    p.add_argument("--in-chans", type=int_range(1, 16), default=1)
+    p.add_argument("--num-classes", type=int_range(1, 10_000), default=3)
+    p.add_argument("--width", type=float_range(0.0, True, MAX_WIDTH), default=1.0,
+                   help=f"channel multiplier of every model (0-{MAX_WIDTH:g})")
     p.set_defaults(func=_cmd_models)
 
 
@@ -71,14 +74,11 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_split(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pepx.data import balanced_split, confound_report, leak_check, load_source, save_split
-    from pepx.errors import ConfigError
+    from pepx.data.split import check_split_out
 
-    if Path(args.out).is_dir():
-        raise ConfigError(f"--out {args.out}: is a folder; name the split CSV (e.g. {args.out}/split.csv)")
     result = load_source(args.source)
+    check_split_out(args.out, args.source, result.manifest)
     if result.problems:
         print(f"{result.summary()} (`pepx data inspect` lists them)")
     split = balanced_split(result.manifest, args.n_train, args.n_test, n_val=args.n_val, seed=args.seed,
@@ -149,16 +149,16 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default="smoke",
                    help="smoke (default), cpu, cpu-cv, cpu-cv2, paper, or a candidate recipe of "
                         "`pepx recipe` (all in pepx/experiments/profiles.py)")
-    p.add_argument("--seeds", type=POSITIVE, default=None, help="number of seeds (default: the profile's)")
+    p.add_argument("--seeds", type=int_range(1, 1000), default=None, help="seeds (default: the profile's)")
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--n-train", type=POSITIVE, default=None,
                    help="training images per class (default: the profile's; unused with --cv)")
     p.add_argument("--n-test", type=POSITIVE, default=None,
                    help="test images per class (default: the profile's; unused with --cv)")
-    p.add_argument("--epochs", type=POSITIVE, default=None, help="epochs (default: the profile's)")
+    p.add_argument("--epochs", type=int_range(1, 100000), default=None, help="epochs (default: profile)")
     p.add_argument("--models", nargs="+", default=None, help="subset of pepx_resnet resnet18 covidnet")
     p.add_argument("--losses", nargs="+", default=None, help="subset of ce focal")
-    p.add_argument("--jobs", type=POSITIVE, default=1,
+    p.add_argument("--jobs", type=int_range(1, 256), default=1,
                    help="runs trained at once, each in its own process with cores/JOBS threads (default 1)")
     cv = p.add_argument_group("cross-validation (--cv K) and what runs on its folds")
     cv.add_argument("--cv", type=POSITIVE, default=None, metavar="K",
@@ -228,8 +228,9 @@ def _add_recipe_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cv", type=POSITIVE, default=5, metavar="K", help="folds (default 5)")
     p.add_argument("--folds", type=int, nargs="+", default=None, help="outer folds to run (default: all)")
     p.add_argument("--data", default=None, help="data SOURCE (default: each candidate's)")
-    p.add_argument("--epochs", type=POSITIVE, default=None, help="override every candidate's epochs (pilots)")
-    p.add_argument("--jobs", type=POSITIVE, default=1, help="runs trained at once (default 1)")
+    p.add_argument("--epochs", type=int_range(1, 100_000), default=None,
+                   help="override every candidate's epochs (pilots)")
+    p.add_argument("--jobs", type=int_range(1, 256), default=1, help="runs trained at once (default 1)")
     p.add_argument("--n-boot", type=POSITIVE, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--out", default="runs/recipe")
     p.set_defaults(func=_cmd_recipe)
@@ -256,7 +257,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cam-class", help="class to explain (default: the predicted one)")
     p.add_argument("--cam-layer", help="Grad-CAM target layer (default: the last stage, e.g. layer4)")
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--batch-size", type=POSITIVE, default=32)
+    p.add_argument("--batch-size", type=int_range(1, 65_536), default=32)
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--no-gate", action="store_true", help="turn the input gate off (a class for any image)")
     p.set_defaults(func=_cmd_predict)
@@ -277,11 +278,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         predictor = Predictor.from_bundle(args.model, runtime=args.runtime, device=args.device,
                                           gate=not args.no_gate)
-    files.check_cam_class(predictor, args.cam_class)
-    preds = predictor.predict(files.collect_inputs(args.inputs), batch_size=args.batch_size)
+    inputs = files.collect_inputs(args.inputs)
+    files.check_outputs(predictor, args.inputs, inputs, args.out, args.cam, args.cam_class, args.cam_layer)
+    preds = predictor.predict(inputs, batch_size=args.batch_size)
     for p in preds:
         if p.status != "ok":
-            print(f"pepx predict: skipped {p.source}: {p.error}", file=sys.stderr)
+            print(f"pepx predict: skipped {p.to_row()['source']}: {p.error}", file=sys.stderr)
     print("\n".join(files.report(predictor, preds, args.out, args.cam, args.cam_class, args.cam_layer)))
     if not any(p.status == "ok" for p in preds):
         print(f"pepx predict: error: none of the {len(preds)} inputs could be read", file=sys.stderr)
@@ -307,6 +309,7 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=POSITIVE, default=2000)
     p.add_argument("--report", help="evaluation folder (default: RUN/bundle_report)")
     p.add_argument("--recipe", help="the command that trained the run, quoted in the model card")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out (never a run folder)")
     p.add_argument("--gate-ood", metavar="DIR", help="images of other kinds (cxr-ood layout) for the gate")
     p.add_argument("--no-gate", action="store_true", help="make no input gate")
     p.add_argument("--history", metavar="JSON", help="earlier versions of this bundle (a list of objects of "
@@ -317,20 +320,21 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pepx.serving.bundle import is_bundle, load_bundle
+    from pepx.serving.bundle import check_bundle_out, is_bundle, load_bundle
     from pepx.serving.export import export_report
 
     if is_bundle(args.source):
         bundle = load_bundle(args.source)
         if Path(args.out).resolve() != bundle.path.resolve():
-            bundle = bundle.save(args.out)
+            bundle = bundle.save(check_bundle_out(args.out, bundle.id, args.force))
     else:
         from pepx.serving.build import bundle_from_run, parse_targets, read_history
 
         result = bundle_from_run(args.source, args.out, bundle_id=args.id, version=args.version,
                                  calibrate=args.calibrate, targets=parse_targets(args.target),
                                  half=not args.fp32, n_boot=args.n_boot, report_dir=args.report,
-                                 command=args.recipe, gate=not args.no_gate, gate_ood=args.gate_ood,
+                                 command=args.recipe, force=args.force, gate=not args.no_gate,
+                                 gate_ood=args.gate_ood,
                                  history=read_history(args.history) if args.history else None)
         bundle = result.bundle
         print(result.text)
@@ -356,11 +360,11 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--channels-last", action="store_true",
                    help="torch in channels-last memory format: faster on many CPUs, ~1e-6 from pepx predict")
-    p.add_argument("--max-upload-mb", type=positive_float, default=32.0,
+    p.add_argument("--max-upload-mb", type=float_range(0.0, True), default=32.0,
                    help="largest request body (default: 32)")
     p.add_argument("--max-batch", type=POSITIVE, default=16,
                    help="images per forward pass (1: no batching)")
-    p.add_argument("--max-wait-ms", type=non_negative_float, default=5.0,
+    p.add_argument("--max-wait-ms", type=float_range(0.0, False), default=5.0,
                    help="wait for a batch to fill (default: 5)")
     p.add_argument("--max-queue", type=POSITIVE, default=64,
                    help="images waiting before 503 (default: 64)")

@@ -27,6 +27,7 @@ from types import FrameType
 from typing import Any
 
 from pepx.errors import ConfigError, RunInterrupted
+from pepx.fileio import write_text
 from pepx.training import TrainConfig, fit
 from pepx.training.layout import RunLayout
 
@@ -93,7 +94,7 @@ def run_jobs(jobs: Sequence[Job], timings_file: Path, n_jobs: int = 1,
 
     def finished(i: int, job: Job, seconds: float) -> None:
         timings[job.name] = timings.get(job.name, 0.0) + seconds
-        timings_file.write_text(json.dumps(timings, indent=1))
+        write_text(timings_file, json.dumps(timings, indent=1))
         log(f"[{i}/{len(jobs)}] {job.name}: done in {timings[job.name]:.1f} s")
 
     if n_jobs == 1 or len(todo) <= 1:
