@@ -49,7 +49,8 @@ PREPROCESS_STEPS = (
     "inverted)",
     "remove the top `top_crop` fraction of rows; centre-crop to a square when `square`",
     "min-max stretch to uint8, resize to image_size x image_size (Pillow bilinear, reducing_gap=2.0)",
-    "`equalize: hist` = global histogram equalisation of that uint8 image (Pillow ImageOps.equalize)",
+    "`equalize: hist` = global histogram equalisation of that uint8 image: grey level g -> round(255 x share "
+    "of pixels <= g) (idempotent; pepx.data.transforms.equalize)",
     "divide by 255; `normalize: image` = subtract the image's mean, divide by its sd (min 1e-3)",
 )
 
