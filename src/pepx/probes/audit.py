@@ -1,0 +1,195 @@
+"""`audit` (`pepx audit RUN|DATA`): run the chosen probes on a target and write the report folder."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from pepx.data import DataError
+from pepx.probes.data_probes import processing_probe, source_column, source_probe
+from pepx.probes.images import changes
+from pepx.probes.model_probes import BLANKED, UNTOUCHED, changes_table, features_probe, score_runs
+from pepx.probes.report import (
+    FILES,
+    MARKER,
+    changes_markdown,
+    check_out,
+    plot_invariance,
+    probe_table,
+    recall_table,
+    write_json,
+)
+from pepx.probes.results import ProbeResult
+from pepx.probes.settings import ProbeSettings, choose_probes
+from pepx.probes.target import AuditTarget, resolve_target
+
+log = logging.getLogger("pepx.probes")
+CHANCE = 1.0 / 3.0
+
+
+@dataclass
+class AuditReport:
+    """What an audit found: probe results, the blanked and invariance tables, and where it was written."""
+
+    out: Path
+    target: AuditTarget
+    probes: list[str]
+    results: list[ProbeResult] = field(default_factory=list)
+    blanked: pd.DataFrame | None = None
+    invariance: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """The short summary printed by `pepx audit`."""
+        out = [r.line() for r in self.results]
+        if self.blanked is not None:
+            acc = self.blanked.set_index("metric").loc["accuracy"]
+            out.append(f"lungs blanked: accuracy {acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}] "
+                       f"(untouched {acc['reference']:.3f}, chance {CHANCE:.3f})")
+        if self.invariance is not None:
+            covid = self.invariance[self.invariance["metric"] == "recall_COVID-19"]
+            out += [f"COVID-19 recall after {r.condition}: {r.value:.3f} (untouched {r.reference:.3f}; "
+                    f"difference {r.diff:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}])"
+                    for r in covid.itertuples()]
+        return [*out, f"report: {self.out / 'report.md'}"]
+
+
+def default_out(spec: str) -> Path:
+    folder = Path(spec)
+    return folder / "audit" if folder.is_dir() else Path("runs") / "audit"
+
+
+def _plan(target: AuditTarget, asked: Sequence[str] | None,
+          settings: ProbeSettings) -> tuple[list[str], list[str]]:
+    """The probes to run and notes on those left out; checks each probe's data before anything runs."""
+    probes, notes = choose_probes(asked, target.has_model), []
+    tested = pd.concat([r.test for r in target.runs], ignore_index=True) if target.runs else target.data
+    for probe in probes:
+        if probe == "source":
+            source_column(target.data, "source probe")
+        elif probe == "features":
+            source_column(tested, "features probe")
+        elif probe == "processing" and not target.data.get("source", pd.Series()).eq(
+                settings.processed_source).any():
+            if asked is not None:
+                processing_probe(target.data, settings)  # raises the DataError that says why
+            notes.append(f"processing probe not run: no film of source {settings.processed_source!r} "
+                         "(set processed_source=NAME)")
+    return [p for p in probes if not (p == "processing" and notes)], notes
+
+
+def _report_text(report: AuditReport, settings: ProbeSettings) -> str:
+    t = report.target
+    parts = [f"# Shortcut audit of `{t.spec}`", "", *[f"- {n}" for n in [*t.notes, *report.notes]], "",
+             f"Probes: {', '.join(report.probes)}. Settings: `{settings.to_dict()}`.", ""]
+    for probe, title in (("source", "Source probe: the film alone"),
+                         ("processing", f"Processing probe: `{settings.processed_source}` against other "
+                                        "adult films"),
+                         ("features", "Source from the disease model's penultimate features (linear probe)")):
+        results = [r for r in report.results if r.probe == probe]
+        if results:
+            parts += [f"## {title}", "", probe_table(results), "", "Recall of each probed class:", "",
+                      recall_table(results), ""]
+            parts += [f"- {n}" for n in dict.fromkeys(n for r in results for n in r.notes)] + [""]
+    if report.blanked is not None:
+        parts += ["## Lungs blanked (Maguolo & Nanni 2021)", "",
+                  f"Rectangle {list(settings.lung_box)} (top, bottom, left, right as fractions of the input "
+                  f"side) set to the film's mean. Chance accuracy: {CHANCE:.3f}.", "",
+                  changes_markdown(report.blanked), ""]
+    if report.invariance is not None:
+        parts += ["## Processing invariance", "",
+                  f"The same test films untouched and after histogram equalisation (`hist`), JPEG "
+                  f"re-compression at quality {settings.jpeg_quality} (`jpeg`) and a resize to "
+                  f"{settings.resize} of the side and back (`resize`); differences are paired (same films, "
+                  "same patient resamples).", "", changes_markdown(report.invariance), "",
+                  "![invariance](invariance.png)", ""]
+    parts += ["## How to read", "",
+              "- Balanced accuracy is the mean recall over the probed classes (chance = 1 / classes); "
+              "*label alone* is the same probe given only each film's disease label: sources hold "
+              "different classes, so a model that knows only the disease already tells sources apart that "
+              "well. A probe far above *label alone* reads the hospital, not only the disease.",
+              "- Intervals: 95 % percentile intervals over patient resamples (within each probed class), "
+              f"{settings.n_boot} resamples; probes are scored out-of-fold ({settings.folds} patient-grouped "
+              "folds).", ""]
+    return "\n".join(parts)
+
+
+def _write(report: AuditReport, settings: ProbeSettings, predictions: pd.DataFrame | None) -> None:
+    out = report.out
+    out.mkdir(parents=True, exist_ok=True)
+    for name in FILES:  # an earlier audit's files that this one does not write again
+        if name != MARKER and (out / name).exists():
+            (out / name).unlink()
+    if report.results:
+        rows = [row for r in report.results for row in r.rows()]
+        pd.DataFrame(rows).to_csv(out / "probes.csv", index=False)
+    if report.blanked is not None:
+        report.blanked.to_csv(out / "blanked.csv", index=False)
+    if report.invariance is not None:
+        report.invariance.to_csv(out / "invariance.csv", index=False)
+        plot_invariance(report.invariance, out / "invariance.png",
+                        f"Processing invariance: {report.target.spec}")
+    if predictions is not None:
+        predictions.to_csv(out / "model_predictions.csv", index=False)
+    (out / "report.md").write_text(_report_text(report, settings))
+    write_json(out / MARKER, {
+        "target": report.target.spec, "kind": report.target.kind, "probes": report.probes,
+        "settings": settings.to_dict(), "notes": [*report.target.notes, *report.notes],
+        "results": [{"probe": r.probe, "setting": r.setting, "classes": r.classes, "scores": r.scores,
+                     "label_only": r.baseline, "recall": r.recall, "n_images": r.n_images,
+                     "n_patients": r.n_patients, "notes": r.notes} for r in report.results],
+        "blanked": None if report.blanked is None else report.blanked.to_dict("records"),
+        "invariance": None if report.invariance is None else report.invariance.to_dict("records")})
+
+
+def audit(spec: str, out: str | Path | None = None, probes: Sequence[str] | None = None,
+          settings: ProbeSettings | None = None, cell: str | None = None) -> AuditReport:
+    """Run ``probes`` (default: every probe the target allows) on ``spec`` (a run folder, a `pepx reproduce
+    --cv` folder or a data source) and write the report into ``out`` (default ``TARGET/audit`` for a folder,
+    ``runs/audit`` for a data source). Every check (target, probe names, data, output folder) comes before any
+    probe runs or any file is written."""
+    settings = settings or ProbeSettings()
+    target = resolve_target(spec, cell=cell, seed=settings.seed)
+    chosen, notes = _plan(target, probes, settings)
+    report = AuditReport(check_out(Path(out) if out is not None else default_out(spec)), target, chosen,
+                         notes=notes)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        predictions = _run(report, settings)
+    finally:
+        torch.set_num_threads(saved)
+    _write(report, settings, predictions)
+    return report
+
+
+def _run(report: AuditReport, settings: ProbeSettings) -> pd.DataFrame | None:
+    chosen, target = report.probes, report.target
+    if "source" in chosen:
+        report.results += source_probe(target.data, settings)
+    if "processing" in chosen:
+        report.results += processing_probe(target.data, settings)
+    if not target.has_model or not {"features", "blanked", "invariance"} & set(chosen):
+        return None
+    invariance = list(changes()) if "invariance" in chosen else []
+    conditions = [*([BLANKED] if "blanked" in chosen else []), *invariance]
+    scores = score_runs(target.runs, settings, conditions)
+    if "features" in chosen:
+        try:
+            report.results.append(features_probe(scores, settings, f"{len(target.runs)} model(s)"))
+        except DataError as err:
+            report.notes.append(f"features probe not scored: {err}")
+    if "blanked" in chosen:
+        report.blanked = changes_table(scores, [BLANKED], settings)
+    if invariance:
+        report.invariance = changes_table(scores, invariance, settings)
+    log.info("pooled %d test films (%s)", len(scores.frame), UNTOUCHED)
+    return scores.frame
+
+
+__all__ = ["AuditReport", "audit", "default_out"]
