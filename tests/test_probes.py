@@ -13,6 +13,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
+from pepx import CLASSES
 from pepx.cli import main
 from pepx.data import DataError, Preprocess, load_source
 from pepx.data.transforms import equalize
@@ -129,6 +130,10 @@ def test_processing_probe_sees_equalised_films_unless_every_film_is_equalised(ma
     none, hist = processing_probe(frame, replace(FAST, equalize=("none", "hist")))
     assert none.classes == ["other", "rsna"] and none.n_images == len(frame)
     assert none.scores["auroc"]["low"] > 0.8, none.line()
+    assert list(none.within) == list(CLASSES)  # every disease class holds both: scored within each
+    assert all(w["auroc"]["low"] > 0.7 and w["classes"] == ["other", "rsna"] for w in none.within.values())
+    assert none.within["normal"]["n_images"] == (frame["label"] == "normal").sum()
+    assert len(none.predictions) == len(frame) and set(none.predictions["predicted"]) <= {"other", "rsna"}
     assert hist.scores["auroc"]["low"] < 0.5 < hist.scores["auroc"]["high"], hist.line()
 
 

@@ -22,6 +22,7 @@ from pepx.probes.report import (
     plot_invariance,
     probe_table,
     recall_table,
+    within_table,
     write_json,
 )
 from pepx.probes.results import ProbeResult
@@ -86,14 +87,17 @@ def _plan(target: AuditTarget, asked: Sequence[str] | None,
 def _report_text(report: AuditReport, settings: ProbeSettings) -> str:
     t = report.target
     parts = [f"# Shortcut audit of `{t.spec}`", "", *[f"- {n}" for n in [*t.notes, *report.notes]], "",
-             f"Probes: {', '.join(report.probes)}. Settings: `{settings.to_dict()}`.", ""]
+             f"Probes: {', '.join(report.probes)}. Settings: "
+             + " ".join(f"`{k}={v}`" for k, v in settings.to_dict().items()) + ".", ""]
     for probe, title in (("source", "Source probe: the film alone"),
                          ("processing", f"Processing probe: `{settings.processed_source}` against other "
                                         "adult films"),
                          ("features", "Source from the disease model's penultimate features (linear probe)")):
         results = [r for r in report.results if r.probe == probe]
         if results:
-            parts += [f"## {title}", "", probe_table(results), "", "Recall of each probed class:", "",
+            parts += [f"## {title}", "", probe_table(results), "",
+                      "Within each disease class (the same predictions; the label cannot help there):", "",
+                      within_table(results), "", "Recall of each probed class:", "",
                       recall_table(results), ""]
             parts += [f"- {n}" for n in dict.fromkeys(n for r in results for n in r.notes)] + [""]
     if report.blanked is not None:
@@ -128,6 +132,8 @@ def _write(report: AuditReport, settings: ProbeSettings, predictions: pd.DataFra
     if report.results:
         rows = [row for r in report.results for row in r.rows()]
         pd.DataFrame(rows).to_csv(out / "probes.csv", index=False)
+        pd.concat([r.predictions for r in report.results if r.predictions is not None]).to_csv(
+            out / "probe_predictions.csv", index=False)
     if report.blanked is not None:
         report.blanked.to_csv(out / "blanked.csv", index=False)
     if report.invariance is not None:
@@ -141,7 +147,8 @@ def _write(report: AuditReport, settings: ProbeSettings, predictions: pd.DataFra
         "target": report.target.spec, "kind": report.target.kind, "probes": report.probes,
         "settings": settings.to_dict(), "notes": [*report.target.notes, *report.notes],
         "results": [{"probe": r.probe, "setting": r.setting, "classes": r.classes, "scores": r.scores,
-                     "label_only": r.baseline, "recall": r.recall, "n_images": r.n_images,
+                     "label_only": r.baseline, "recall": r.recall, "within_class": r.within,
+                     "n_images": r.n_images,
                      "n_patients": r.n_patients, "notes": r.notes} for r in report.results],
         "blanked": None if report.blanked is None else report.blanked.to_dict("records"),
         "invariance": None if report.invariance is None else report.invariance.to_dict("records")})

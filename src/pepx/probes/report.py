@@ -21,8 +21,8 @@ from pepx.markdown import fmt, markdown_table
 from pepx.probes.results import ProbeResult
 
 MARKER = "audit.json"
-FILES = (MARKER, "report.md", "probes.csv", "blanked.csv", "invariance.csv", "invariance.png",
-         "model_predictions.csv")
+FILES = (MARKER, "report.md", "probes.csv", "probe_predictions.csv", "blanked.csv", "invariance.csv",
+         "invariance.png", "model_predictions.csv")
 METRIC_NAMES = {"accuracy": "accuracy",
                 **{f"recall_{c}": f"{d} recall" for c, d in zip(CLASSES, CLASS_DISPLAY, strict=True)}}
 
@@ -48,6 +48,16 @@ def probe_table(results: list[ProbeResult]) -> str:
              "label alone": ci(r.baseline["balanced_accuracy"]), "AUROC [95 % CI]": ci(r.scores["auroc"]),
              "label alone AUROC": ci(r.baseline["auroc"])} for r in results]
     return markdown_table(pd.DataFrame(rows))
+
+
+def within_table(results: list[ProbeResult]) -> str:
+    """Each probe's scores within each disease class (where the disease label cannot help)."""
+    rows = [{"probe": r.probe, "setting": r.setting, "disease class": disease, "films": w["n_images"],
+             "probed classes": " ".join(w["classes"]),
+             "balanced accuracy [95 % CI]": ci(w["balanced_accuracy"]), "chance": 1 / len(w["classes"]),
+             "AUROC [95 % CI]": ci(w["auroc"])}
+            for r in results for disease, w in r.within.items()]
+    return markdown_table(pd.DataFrame(rows)) if rows else "(no disease class holds two probed classes)"
 
 
 def recall_table(results: list[ProbeResult]) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,10 @@ class ProbeResult:
 
     ``scores`` and ``baseline`` map `METRICS` to ``{value, low, high}``; ``baseline`` is the same probe fed
     only the film's true disease label (what the class alone tells about the source: sources hold different
-    classes); ``recall`` is each probed class's recall."""
+    classes); ``recall`` is each probed class's recall; ``within`` scores the same predictions within each
+    disease class that holds two probed classes (there the label cannot help): ``{disease: {metric: {value,
+    low, high}, "classes": [...], "n_images": n}}``; ``predictions``: the out-of-fold probabilities per
+    film."""
 
     probe: str
     setting: str
@@ -33,6 +37,8 @@ class ProbeResult:
     scores: dict[str, dict[str, float]]
     baseline: dict[str, dict[str, float]]
     recall: dict[str, float]
+    within: dict[str, dict[str, Any]] = field(default_factory=dict)
+    predictions: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -73,14 +79,37 @@ def probed_rows(frame: pd.DataFrame, target: pd.Series, what: str,
     return kept, notes
 
 
+def within_classes(y: np.ndarray, prob: np.ndarray, groups: np.ndarray, labels: np.ndarray,
+                   classes: list[str], settings: ProbeSettings) -> dict[str, dict[str, Any]]:
+    """`probe_scores` of the films of each disease class, over the probed classes present in it (argmax and
+    AUROC among those)."""
+    out: dict[str, dict[str, Any]] = {}
+    for disease in CLASSES:
+        rows = labels == disease
+        present = sorted(set(y[rows]))
+        if len(present) < 2:
+            continue
+        recode = {c: i for i, c in enumerate(present)}
+        sub = prob[rows][:, present]
+        sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
+        scores = probe_scores([recode[v] for v in y[rows]], sub, groups[rows], settings.n_boot, settings.seed)
+        out[disease] = {**scores, "classes": [classes[c] for c in present], "n_images": int(rows.sum())}
+    return out
+
+
 def score(probe: str, setting: str, rows: pd.DataFrame, classes: list[str], prob: np.ndarray,
           settings: ProbeSettings, notes: list[str]) -> ProbeResult:
     """A `ProbeResult` of out-of-fold ``prob`` for ``rows`` (``probe_target`` coded by ``classes``)."""
     y = rows["probe_target"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
     groups = rows["patient_id"].astype(str).to_numpy()
-    onehot = np.eye(len(CLASSES))[[CLASSES.index(v) for v in rows["label"]]]
+    labels = rows["label"].astype(str).to_numpy()
+    onehot = np.eye(len(CLASSES))[[CLASSES.index(v) for v in labels]]
     label_only = linear_oof(onehot, y, groups, len(classes), settings.folds, settings.seed)
+    predictions = rows[["path", "patient_id", "label", "probe_target"]].assign(
+        probe=probe, setting=setting, predicted=[classes[i] for i in prob.argmax(axis=1)],
+        **{f"p_{c}": prob[:, i] for i, c in enumerate(classes)})
     return ProbeResult(probe, setting, classes, len(rows), int(rows["patient_id"].nunique()),
                        probe_scores(y, prob, groups, settings.n_boot, settings.seed),
                        probe_scores(y, label_only, groups, settings.n_boot, settings.seed),
-                       per_class_recall(y, prob, classes), notes)
+                       per_class_recall(y, prob, classes),
+                       within_classes(y, prob, groups, labels, classes, settings), predictions, notes)
