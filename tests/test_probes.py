@@ -3,6 +3,7 @@ invariance; bad input; the output folder; a `pepx reproduce --cv` folder."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -268,3 +269,11 @@ def test_audit_of_a_cv_folder_pools_each_fold_model_on_its_own_test_fold(tmp_pat
     assert len(pd.read_csv(audit_dir / "model_predictions.csv")) == (folded["fold"] == 0).sum()
     assert main(["audit", str(out), "--cell", "covidnet+ce"]) == 2
     assert "no complete covidnet+ce seed-0 fold run" in capsys.readouterr().err
+    # a variant's runs (e.g. a mitigation of `--mitigations`) are picked by --variant: here fold 0's only
+    shutil.copytree(run_dir(out, GridRun("pepx_resnet", "focal", 0, 0)),
+                    run_dir(out, GridRun("pepx_resnet", "focal", 0, 0, variant="hist-eq")))
+    assert main(["audit", str(out), "--variant", "hist-eq", "--probes", "blanked", "--set", "n_boot=50"]) == 0
+    report = (audit_dir / "report.md").read_text()
+    assert "(variant `hist-eq`)" in report and "over 1 of 2 folds (folds [1] not complete" in report
+    assert main(["audit", str(out), "--variant", "adversarial"]) == 2
+    assert "no complete pepx_resnet+focal adversarial seed-0" in capsys.readouterr().err

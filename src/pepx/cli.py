@@ -370,6 +370,7 @@ def _add_audit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probes", nargs="+", help="source processing features blanked invariance (default: all "
                    "the target allows)")
     p.add_argument("--cell", help="MODEL+LOSS of a --cv folder (default: pepx_resnet+focal)")
+    p.add_argument("--variant", default="", help="ablation or mitigation variant of its runs, e.g. hist-eq")
     p.add_argument("--out", help="report folder (default: TARGET/audit, or runs/audit for a data source)")
     p.set_defaults(func=_cmd_audit)
 
@@ -378,7 +379,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from pepx.probes import ProbeSettings, audit
 
     settings = ProbeSettings().with_overrides(args.settings)
-    print("\n".join(audit(args.target, args.out, args.probes, settings, cell=args.cell).lines()))
+    report = audit(args.target, args.out, args.probes, settings, cell=args.cell, variant=args.variant)
+    print("\n".join(report.lines()))
     return 0
 
 

@@ -155,13 +155,13 @@ def _write(report: AuditReport, settings: ProbeSettings, predictions: pd.DataFra
 
 
 def audit(spec: str, out: str | Path | None = None, probes: Sequence[str] | None = None,
-          settings: ProbeSettings | None = None, cell: str | None = None) -> AuditReport:
+          settings: ProbeSettings | None = None, cell: str | None = None, variant: str = "") -> AuditReport:
     """Run ``probes`` (default: every probe the target allows) on ``spec`` (a run folder, a `pepx reproduce
-    --cv` folder or a data source) and write the report into ``out`` (default ``TARGET/audit`` for a folder,
-    ``runs/audit`` for a data source). Every check (target, probe names, data, output folder) comes before any
-    probe runs or any file is written."""
+    --cv` folder, whose runs ``cell`` and ``variant`` pick, or a data source) and write the report into
+    ``out`` (default ``TARGET/audit`` for a folder, ``runs/audit`` for a data source). Every check (target,
+    probe names, data, output folder) comes before any probe runs or any file is written."""
     settings = settings or ProbeSettings()
-    target = resolve_target(spec, cell=cell, seed=settings.seed)
+    target = resolve_target(spec, cell=cell, seed=settings.seed, variant=variant)
     chosen, notes = _plan(target, probes, settings)
     report = AuditReport(check_out(Path(out) if out is not None else default_out(spec)), target, chosen,
                          notes=notes)

@@ -80,7 +80,7 @@ def parse_cell(cell: str) -> tuple[str, str]:
     return model, loss
 
 
-def _cv_target(out: Path, cell: str | None, seed: int) -> AuditTarget:
+def _cv_target(out: Path, cell: str | None, seed: int, variant: str) -> AuditTarget:
     folded = pd.read_csv(out / FOLDS_FILE, dtype={"patient_id": str, "label": str, "path": str})
     k = int(folded["fold"].max()) + 1
     present = _cells(out, seed)
@@ -92,7 +92,7 @@ def _cv_target(out: Path, cell: str | None, seed: int) -> AuditTarget:
         model, loss = present[0]
     runs, missing = [], []
     for fold in range(k):
-        folder = run_dir(out, GridRun(model, loss, seed, fold))
+        folder = run_dir(out, GridRun(model, loss, seed, fold, variant=variant))
         layout = RunLayout(folder)
         if layout.config.is_file() and layout.state().complete:
             runs.append(ScoredRun(folder.name, folder, _test_rows(layout)))
@@ -100,30 +100,33 @@ def _cv_target(out: Path, cell: str | None, seed: int) -> AuditTarget:
             missing.append(fold)
     if not runs:
         have = ", ".join(f"{m}+{l}" for m, l in present) or "none"
-        raise RunError(f"{out}: no complete {model}+{loss} seed-{seed} fold run under {RUNS_DIR}/ "
-                       f"(cells with runs: {have}; choose one with --cell)")
+        what = f"{model}+{loss}" + (f" {variant}" if variant else "")
+        raise RunError(f"{out}: no complete {what} seed-{seed} fold run under {RUNS_DIR}/ "
+                       f"(cells with runs: {have}; choose one with --cell, a variant with --variant)")
     target = AuditTarget(str(out), "cv", folded, runs)
-    target.notes.append(f"Cross-validated folder `{out}`: {model}+{loss}, seed {seed}, pooled out-of-fold "
-                        f"over {len(runs)} of {k} folds" + (f" (folds {missing} not complete: left out)"
-                                                             if missing else "") + ".")
+    named = f"{model}+{loss}" + (f" (variant `{variant}`)" if variant else "")
+    left = f" (folds {missing} not complete: left out)" if missing else ""
+    target.notes.append(f"Cross-validated folder `{out}`: {named}, seed {seed}, pooled out-of-fold over "
+                        f"{len(runs)} of {k} folds{left}.")
     return target
 
 
-def resolve_target(spec: str, cell: str | None = None, seed: int = 0) -> AuditTarget:
+def resolve_target(spec: str, cell: str | None = None, seed: int = 0, variant: str = "") -> AuditTarget:
     """A run folder, a `pepx reproduce --cv` folder (``cell`` = ``MODEL+LOSS``, default the headline cell
-    or the only one) or a data source; `ConfigError` / `RunError` / `DataError` say what is wrong."""
+    or the only one; ``variant``: an ablation or mitigation variant of its runs, e.g. ``hist-eq``) or a data
+    source; `ConfigError` / `RunError` / `DataError` say what is wrong."""
     folder = Path(spec)
     if folder.is_dir() and RunLayout(folder).config.is_file():
-        if cell is not None:
-            raise ConfigError(f"--cell {cell}: {spec} is one run folder; --cell picks a cell of a CV folder")
+        if cell is not None or variant:
+            raise ConfigError(f"--cell/--variant: {spec} is one run folder; they pick runs of a CV folder")
         return _run_target(folder)
     if folder.is_dir() and (folder / FOLDS_FILE).is_file():
-        return _cv_target(folder, cell, seed)
+        return _cv_target(folder, cell, seed, variant)
     if folder.is_dir():
         raise ConfigError(f"{spec}: a folder that is neither a run (config.yaml) nor a `pepx reproduce --cv` "
                           f"folder ({FOLDS_FILE}); give a data source as FORMAT:PATH")
-    if cell is not None:
-        raise ConfigError(f"--cell {cell}: needs a `pepx reproduce --cv` folder, not a data source")
+    if cell is not None or variant:
+        raise ConfigError("--cell/--variant: need a `pepx reproduce --cv` folder, not a data source")
     manifest = load_source(spec).manifest
     if manifest.empty:
         raise DataError(f"{spec}: no usable images (`pepx data inspect {spec}` lists why)")
