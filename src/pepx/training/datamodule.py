@@ -89,7 +89,7 @@ class CXRDataModule(L.LightningDataModule):
         labels = torch.as_tensor(dataset.labels)
         sampler = EpochSampler(labels, self.config.seed, balance=self.config.balanced_sampling, rank=rank,
                                world_size=world,
-                               groups=None if self.domains is None else torch.as_tensor(self.domains.values))
+                               groups=None if self.domains is None else torch.tensor(self.domains.to_numpy()))
         # BatchNorm cannot train on a last batch of one image; drop it only in that case.
         drop_last = len(sampler) % self.config.batch_size == 1
         return DataLoader(EpochDataset(dataset), batch_size=self.config.batch_size, sampler=sampler,

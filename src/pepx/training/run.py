@@ -38,8 +38,8 @@ from pepx.training.signals import GracefulStop
 
 #: Set by rank 0 before DDP launches workers, which re-run the same command line and need the same folder.
 RUN_DIR_ENV = "PEPX_RUN_DIR"
-PREDICTION_COLUMNS = ["path", "label", "patient_id", "source", "age_group", "split", "y_true", "y_pred",
-                      *[f"prob_{c}" for c in CLASSES]]
+PREDICTION_COLUMNS = ["path", "label", "patient_id", "source", "age_group", "view", "split", "y_true",
+                      "y_pred", *[f"prob_{c}" for c in CLASSES]]
 
 
 def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
@@ -251,7 +251,7 @@ def predict(model: nn.Module, frame: pd.DataFrame, config: TrainConfig, batch_si
     model.train(was_training)
     p = torch.cat(probs).numpy() if probs else torch.empty(0, len(CLASSES)).numpy()
     out = pd.DataFrame({c: frame[c] if c in frame else pd.NA
-                        for c in ("path", "label", "patient_id", "source", "age_group", "split")})
+                        for c in PREDICTION_COLUMNS[:PREDICTION_COLUMNS.index("y_true")]})
     labels = frame["label"] if "label" in frame else [None] * len(frame)
     out["y_true"] = [CLASSES.index(v) if v in CLASSES else -1 for v in labels]
     out["y_pred"] = p.argmax(axis=1) if len(p) else []
