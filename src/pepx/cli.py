@@ -147,8 +147,8 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None,
                    help="data SOURCE (default: the profile's; synthetic for smoke, cxr-real for cpu/paper)")
     p.add_argument("--profile", default="smoke",
-                   help="smoke (default), cpu, cpu-cv, cpu-cv2, paper, or a candidate recipe of `pepx recipe` "
-                        "(all in pepx/experiments/profiles.py)")
+                   help="smoke (default), cpu, cpu-cv, cpu-cv2, paper, or a candidate recipe of "
+                        "`pepx recipe` (all in pepx/experiments/profiles.py)")
     p.add_argument("--seeds", type=POSITIVE, default=None, help="number of seeds (default: the profile's)")
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--n-train", type=POSITIVE, default=None,
@@ -309,6 +309,8 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", help="the command that trained the run, quoted in the model card")
     p.add_argument("--gate-ood", metavar="DIR", help="images of other kinds (cxr-ood layout) for the gate")
     p.add_argument("--no-gate", action="store_true", help="make no input gate")
+    p.add_argument("--history", metavar="JSON", help="earlier versions of this bundle (a list of objects of "
+                   "short texts) for config.json and the card's History table")
     p.set_defaults(func=_cmd_export)
 
 
@@ -323,12 +325,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if Path(args.out).resolve() != bundle.path.resolve():
             bundle = bundle.save(args.out)
     else:
-        from pepx.serving.build import bundle_from_run, parse_targets
+        from pepx.serving.build import bundle_from_run, parse_targets, read_history
 
         result = bundle_from_run(args.source, args.out, bundle_id=args.id, version=args.version,
                                  calibrate=args.calibrate, targets=parse_targets(args.target),
                                  half=not args.fp32, n_boot=args.n_boot, report_dir=args.report,
-                                 command=args.recipe, gate=not args.no_gate, gate_ood=args.gate_ood)
+                                 command=args.recipe, gate=not args.no_gate, gate_ood=args.gate_ood,
+                                 history=read_history(args.history) if args.history else None)
         bundle = result.bundle
         print(result.text)
     print(f"bundle: {bundle.path} ({bundle.weights_bytes / 1e6:.1f} MB weights, sha256 "
