@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image, ImageOps
 from torch import nn
 
@@ -72,6 +73,7 @@ def test_settings_overrides_are_checked():
     (["--probes", "blanked"], "needs a trained disease model"),
     (["--probes", "processing"], "no film of source 'rsna'"),
     (["--set", "bogus=1"], "audit.bogus: unknown argument"),
+    (["--model-probes-only"], "--probes features blanked invariance: needs a trained disease model"),
 ])
 def test_bad_probe_requests_are_one_line_exit_2(args, message, tmp_path, capsys, manifest):
     assert main(["audit", SYNTH, "--out", str(tmp_path / "a"), *args]) == 2
@@ -239,11 +241,25 @@ def test_equalising_every_film_keeps_covid_recall_under_equalisation(look_confou
 
 
 # ---------------------------------------------------------------------- a `pepx reproduce --cv` folder
-def test_audit_of_a_cv_folder_pools_each_fold_model_on_its_own_test_fold(tmp_path, capsys):
-    out = tmp_path / "cv"
+@pytest.fixture(scope="module")
+def cv_folder(tmp_path_factory) -> Path:
+    """A 2-fold `pepx reproduce --cv` folder laid out as cpu-cv2's: the recipe equalises every film
+    (preprocess.equalize=hist), its `unmitigated` variant does not, and a leave-source-out run of each."""
+    out = tmp_path_factory.mktemp("cv") / "cv"
     profile = get_profile("smoke", data="synthetic:n_per_class=24,size=64", epochs=1, seeds=1, n_boot=50,
-                          models=["pepx_resnet"], losses=["focal"])
-    reproduce_cv(profile, out, 2, log=lambda _: None)
+                          models=["pepx_resnet"], losses=["focal"],
+                          extra={"preprocess": {"equalize": "hist"}})
+    reproduce_cv(profile, out, 2, mitigations=["unmitigated"], leave_source_out=True, lso_sources=["site_a"],
+                 lso_variants=["", "unmitigated"], log=lambda _: None)
+    return out
+
+
+def _runs(audit_dir: Path) -> set[str]:
+    return set(pd.read_csv(audit_dir / "model_predictions.csv")["run"])
+
+
+def test_audit_of_a_cv_folder_pools_each_fold_model_on_its_own_test_fold(cv_folder, tmp_path, capsys):
+    out = shutil.copytree(cv_folder, tmp_path / "cv")
     args = ["audit", str(out), "--probes", "features", "blanked", "invariance", "--set", "n_boot=50",
             "folds=2"]
     assert main(args) == 0
@@ -269,11 +285,66 @@ def test_audit_of_a_cv_folder_pools_each_fold_model_on_its_own_test_fold(tmp_pat
     assert len(pd.read_csv(audit_dir / "model_predictions.csv")) == (folded["fold"] == 0).sum()
     assert main(["audit", str(out), "--cell", "covidnet+ce"]) == 2
     assert "no complete covidnet+ce seed-0 fold run" in capsys.readouterr().err
-    # a variant's runs (e.g. a mitigation of `--mitigations`) are picked by --variant: here fold 0's only
-    shutil.copytree(run_dir(out, GridRun("pepx_resnet", "focal", 0, 0)),
-                    run_dir(out, GridRun("pepx_resnet", "focal", 0, 0, variant="hist-eq")))
-    assert main(["audit", str(out), "--variant", "hist-eq", "--probes", "blanked", "--set", "n_boot=50"]) == 0
-    report = (audit_dir / "report.md").read_text()
-    assert "(variant `hist-eq`)" in report and "over 1 of 2 folds (folds [1] not complete" in report
     assert main(["audit", str(out), "--variant", "adversarial"]) == 2
     assert "no complete pepx_resnet+focal adversarial seed-0" in capsys.readouterr().err
+
+
+def test_audit_of_a_cv_variant_and_of_both_side_by_side(cv_folder, capsys):
+    """cpu-cv2's folder: `pepx audit CV` probes the recipe's fold runs, `--variant unmitigated` that
+    variant's (into its own folder: neither overwrites the other), never the leave-source-out runs;
+    `--compare unmitigated` sets both side by side, each number as in the single audits, with the paired
+    difference."""
+    def equalize(run: GridRun) -> str:
+        return yaml.safe_load(run_dir(cv_folder, run).joinpath("config.yaml").read_text())["preprocess"][
+            "equalize"]
+
+    assert [equalize(GridRun("pepx_resnet", "focal", 0, None if h else 0, variant=v, held_out=h))
+            for v in ("", "unmitigated") for h in ("", "site_a")] == ["hist", "hist", "none", "none"]
+    probes = ["--probes", "features", "blanked", "invariance", "--set", "n_boot=50", "folds=2"]
+    assert main(["audit", str(cv_folder), *probes]) == 0
+    assert main(["audit", str(cv_folder), "--variant", "unmitigated", *probes]) == 0
+    mine, theirs = cv_folder / "audit", cv_folder / "audit-unmitigated"
+    assert _runs(mine) == {f"pepx_resnet-focal-seed0-fold{k}" for k in (0, 1)}
+    assert _runs(theirs) == {f"pepx_resnet-focal-seed0-fold{k}-unmitigated" for k in (0, 1)}
+    assert "(variant `unmitigated`)" in (theirs / "report.md").read_text()
+    assert "variant" not in (mine / "report.md").read_text().split("\n")[2]
+    # the recipe equalises every film, and equalisation is idempotent: an equalised film changes nothing
+    hist = pd.read_csv(mine / "invariance.csv").query("condition == 'hist'")
+    assert (hist["diff"] == 0).all() and len(hist) == 4
+
+    capsys.readouterr()
+    assert main(["audit", str(cv_folder), "--compare", "unmitigated", *probes]) == 0
+    printed = capsys.readouterr().out
+    assert "COVID-19 recall change after hist: default 0.000, unmitigated" in printed
+    both = cv_folder / "audit-vs-unmitigated"
+    table = pd.read_csv(both / "comparison.csv").set_index("measure")
+    assert list(table.index[:2]) == ["features probe balanced accuracy", "features probe AUROC"]
+    for side, folder in (("this", mine), ("compared", theirs)):  # the same numbers as the single audits
+        inv = pd.read_csv(folder / "invariance.csv").set_index(["condition", "metric"])
+        blanked = pd.read_csv(folder / "blanked.csv").set_index("metric")
+        probe = pd.read_csv(folder / "probes.csv").set_index("metric")
+        for change in ("hist", "jpeg", "resize"):
+            row = table.loc[f"COVID-19 recall change after {change}"]
+            assert row[side] == pytest.approx(inv.loc[(change, "recall_COVID-19"), "diff"])
+        assert table.loc["COVID-19 recall (untouched)", side] == pytest.approx(
+            inv.loc[("hist", "recall_COVID-19"), "reference"])
+        assert table.loc["accuracy, lungs blanked", side] == pytest.approx(blanked.loc["accuracy", "value"])
+        assert table.loc["features probe AUROC", side] == pytest.approx(probe.loc["auroc", "value"])
+    assert np.allclose(table["diff"], table["this"] - table["compared"])
+    assert ((table["diff_low"] <= table["diff"] + 1e-9) & (table["diff"] <= table["diff_high"] + 1e-9)).all()
+    report = (both / "report.md").read_text()
+    assert "## `default` against `unmitigated`" in report and "![comparison](comparison.png)" in report
+    assert (both / "comparison.png").stat().st_size > 10_000
+    assert _runs(both) == _runs(mine)
+
+    for bad, message in ((["--compare", "default"], "the runs audited already"),
+                         (["--compare", "unmitigated", "--probes", "source"], "compares model probes"),
+                         (["--compare", "adversarial"], "no complete pepx_resnet+focal adversarial")):
+        assert main(["audit", str(cv_folder), *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    run = run_dir(cv_folder, GridRun("pepx_resnet", "focal", 0, 0))
+    assert main(["audit", str(run), "--compare", "unmitigated"]) == 2
+    assert "compares two variants of a `pepx reproduce --cv` folder" in capsys.readouterr().err
+    assert main(["audit", str(cv_folder), "--model-probes-only", "--probes", "blanked"]) == 2
+    assert "give it or --probes, not both" in capsys.readouterr().err

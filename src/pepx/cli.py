@@ -426,17 +426,26 @@ def _add_audit_parser(sub: argparse._SubParsersAction) -> None:
                    help="probe settings (pepx.probes.ProbeSettings), e.g. epochs=4 equalize=[none,hist]")
     p.add_argument("--probes", nargs="+", help="source processing features blanked invariance (default: all "
                    "the target allows)")
+    p.add_argument("--model-probes-only", action="store_true", help="skip the image-only probes (source, "
+                   "processing: the slow part, the same for every run of one data set)")
     p.add_argument("--cell", help="MODEL+LOSS of a --cv folder (default: pepx_resnet+focal)")
     p.add_argument("--variant", default="", help="ablation or mitigation variant of its runs, e.g. hist-eq")
+    p.add_argument("--compare", metavar="VARIANT", help="a --cv folder: also probe this variant's runs "
+                   "(`default`: the profile's recipe) and set both side by side with paired differences")
     p.add_argument("--out", help="report folder (default: TARGET/audit, or runs/audit for a data source)")
     p.set_defaults(func=_cmd_audit)
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from pepx.probes import ProbeSettings, audit
+    from pepx.errors import ConfigError
+    from pepx.probes import MODEL_PROBES, ProbeSettings, audit
 
+    if args.model_probes_only and args.probes:
+        raise ConfigError("--model-probes-only: give it or --probes, not both")
     settings = ProbeSettings().with_overrides(args.settings)
-    report = audit(args.target, args.out, args.probes, settings, cell=args.cell, variant=args.variant)
+    probes = list(MODEL_PROBES) if args.model_probes_only else args.probes
+    report = audit(args.target, args.out, probes, settings, cell=args.cell, variant=args.variant,
+                   compare=args.compare)
     print("\n".join(report.lines()))
     return 0
 

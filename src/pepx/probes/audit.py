@@ -11,9 +11,11 @@ import pandas as pd
 import torch
 
 from pepx.data import DataError
+from pepx.errors import ConfigError
+from pepx.probes.compare import compare_features, compare_models, comparison_markdown, plot_comparison
 from pepx.probes.data_probes import processing_probe, source_column, source_probe
 from pepx.probes.images import changes
-from pepx.probes.model_probes import BLANKED, UNTOUCHED, changes_table, features_probe, score_runs
+from pepx.probes.model_probes import BLANKED, UNTOUCHED, Scores, changes_table, features_probe, score_runs
 from pepx.probes.report import (
     FILES,
     MARKER,
@@ -31,6 +33,7 @@ from pepx.probes.target import AuditTarget, resolve_target
 
 log = logging.getLogger("pepx.probes")
 CHANCE = 1.0 / 3.0
+DEFAULT = "default"
 
 
 @dataclass
@@ -44,6 +47,16 @@ class AuditReport:
     blanked: pd.DataFrame | None = None
     invariance: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    #: `--compare`: the other runs of the CV folder, and each measure of both with its paired difference
+    other: AuditTarget | None = None
+    comparison: pd.DataFrame | None = None
+    n_compared: int = 0
+
+    @property
+    def names(self) -> tuple[str, str]:
+        """How the two compared sets of runs are called (``default`` = the profile's own recipe)."""
+        other = self.other.variant if self.other is not None else ""
+        return self.target.variant or DEFAULT, other or DEFAULT
 
     def lines(self) -> list[str]:
         """The short summary printed by `pepx audit`."""
@@ -57,12 +70,19 @@ class AuditReport:
             out += [f"COVID-19 recall after {r.condition}: {r.value:.3f} (untouched {r.reference:.3f}; "
                     f"difference {r.diff:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}])"
                     for r in covid.itertuples()]
+        if self.comparison is not None:
+            this, other = self.names
+            out += [f"{r.measure}: {this} {r.this:.3f}, {other} {r.compared:.3f} (difference {r.diff:+.3f} "
+                    f"[{r.diff_low:+.3f}, {r.diff_high:+.3f}])" for r in self.comparison.itertuples()]
         return [*out, f"report: {self.out / 'report.md'}"]
 
 
-def default_out(spec: str) -> Path:
+def default_out(spec: str, variant: str = "", compare: str | None = None) -> Path:
+    """``TARGET/audit`` (``audit-VARIANT``, ``audit-vs-OTHER``: one folder per question), ``runs/audit`` for a
+    data source."""
     folder = Path(spec)
-    return folder / "audit" if folder.is_dir() else Path("runs") / "audit"
+    name = "audit" + (f"-{variant}" if variant else "") + (f"-vs-{compare}" if compare is not None else "")
+    return folder / name if folder.is_dir() else Path("runs") / "audit"
 
 
 def _plan(target: AuditTarget, asked: Sequence[str] | None,
@@ -112,6 +132,16 @@ def _report_text(report: AuditReport, settings: ProbeSettings) -> str:
                   f"{settings.resize} of the side and back (`resize`); differences are paired (same films, "
                   "same patient resamples).", "", changes_markdown(report.invariance), "",
                   "![invariance](invariance.png)", ""]
+    if report.comparison is not None:
+        this, other = report.names
+        parts += [f"## `{this}` against `{other}`", "", *[f"- {n}" for n in report.other.notes], "",
+                  f"The same measures of both sets of runs on the {report.n_compared} test films both "
+                  f"scored; difference = `{this}` - `{other}`, its interval from the same patient resamples "
+                  "for both. Changes after a processing step are changed - untouched (0 = invariant); a "
+                  "features probe nearer chance, a blanked accuracy nearer chance and changes nearer 0 mean "
+                  "a model that leans less on the hospital.", "",
+                  comparison_markdown(report.comparison, this, other), "",
+                  "![comparison](comparison.png)", ""]
     parts += ["## How to read", "",
               "- Balanced accuracy is the mean recall over the probed classes (chance = 1 / classes); "
               "*label alone* is the same probe given only each film's disease label: sources hold "
@@ -139,7 +169,12 @@ def _write(report: AuditReport, settings: ProbeSettings, predictions: pd.DataFra
     if report.invariance is not None:
         report.invariance.to_csv(out / "invariance.csv", index=False)
         plot_invariance(report.invariance, out / "invariance.png",
-                        f"Processing invariance: {report.target.spec}")
+                        f"Processing invariance: {report.target.spec}"
+                        + (f" ({report.target.variant})" if report.target.variant else ""))
+    if report.comparison is not None:
+        report.comparison.to_csv(out / "comparison.csv", index=False)
+        plot_comparison(report.comparison, out / "comparison.png", *report.names,
+                        f"{report.target.spec}: {' against '.join(report.names)}")
     if predictions is not None:
         predictions.to_csv(out / "model_predictions.csv", index=False)
     (out / "report.md").write_text(_report_text(report, settings))
@@ -151,20 +186,26 @@ def _write(report: AuditReport, settings: ProbeSettings, predictions: pd.DataFra
                      "n_images": r.n_images,
                      "n_patients": r.n_patients, "notes": r.notes} for r in report.results],
         "blanked": None if report.blanked is None else report.blanked.to_dict("records"),
-        "invariance": None if report.invariance is None else report.invariance.to_dict("records")})
+        "invariance": None if report.invariance is None else report.invariance.to_dict("records"),
+        "compared_with": None if report.other is None else report.names[1],
+        "comparison": None if report.comparison is None else report.comparison.to_dict("records")})
 
 
 def audit(spec: str, out: str | Path | None = None, probes: Sequence[str] | None = None,
-          settings: ProbeSettings | None = None, cell: str | None = None, variant: str = "") -> AuditReport:
+          settings: ProbeSettings | None = None, cell: str | None = None, variant: str = "",
+          compare: str | None = None) -> AuditReport:
     """Run ``probes`` (default: every probe the target allows) on ``spec`` (a run folder, a `pepx reproduce
     --cv` folder, whose runs ``cell`` and ``variant`` pick, or a data source) and write the report into
-    ``out`` (default ``TARGET/audit`` for a folder, ``runs/audit`` for a data source). Every check (target,
-    probe names, data, output folder) comes before any probe runs or any file is written."""
+    ``out`` (default: `default_out`). ``compare``: another variant of the same CV folder (``default``: the
+    profile's own recipe) whose model probes are run too and set beside this one's with paired differences.
+    Every check (target, probe names, data, output folder) comes before any probe runs or any file is
+    written."""
     settings = settings or ProbeSettings()
     target = resolve_target(spec, cell=cell, seed=settings.seed, variant=variant)
     chosen, notes = _plan(target, probes, settings)
-    report = AuditReport(check_out(Path(out) if out is not None else default_out(spec)), target, chosen,
-                         notes=notes)
+    other = _compared(spec, target, compare, cell, settings, chosen)
+    report = AuditReport(check_out(Path(out) if out is not None else default_out(spec, variant, compare)),
+                         target, chosen, notes=notes, other=other)
     saved = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
@@ -173,6 +214,22 @@ def audit(spec: str, out: str | Path | None = None, probes: Sequence[str] | None
         torch.set_num_threads(saved)
     _write(report, settings, predictions)
     return report
+
+
+def _compared(spec: str, target: AuditTarget, compare: str | None, cell: str | None,
+              settings: ProbeSettings, chosen: list[str]) -> AuditTarget | None:
+    """The runs ``compare`` names (`ConfigError` unless a CV folder's other variant and a model probe)."""
+    if compare is None:
+        return None
+    other = "" if compare == DEFAULT else compare
+    if target.kind != "cv":
+        raise ConfigError(f"--compare {compare}: compares two variants of a `pepx reproduce --cv` folder; "
+                          f"{spec} is not one")
+    if other == target.variant:
+        raise ConfigError(f"--compare {compare}: the runs audited already; name another variant")
+    if not {"features", "blanked", "invariance"} & set(chosen):
+        raise ConfigError(f"--compare {compare}: compares model probes; add features, blanked or invariance")
+    return resolve_target(spec, cell=cell, seed=settings.seed, variant=other)
 
 
 def _run(report: AuditReport, settings: ProbeSettings) -> pd.DataFrame | None:
@@ -195,8 +252,26 @@ def _run(report: AuditReport, settings: ProbeSettings) -> pd.DataFrame | None:
         report.blanked = changes_table(scores, [BLANKED], settings)
     if invariance:
         report.invariance = changes_table(scores, invariance, settings)
+    if report.other is not None:
+        _compare(report, scores, conditions, settings)
     log.info("pooled %d test films (%s)", len(scores.frame), UNTOUCHED)
     return scores.frame
+
+
+def _compare(report: AuditReport, scores: Scores, conditions: list[str], settings: ProbeSettings) -> None:
+    """Score the compared runs under the same conditions and set each measure beside this one's."""
+    other = score_runs(report.other.runs, settings, conditions)
+    parts = []
+    mine = [r for r in report.results if r.probe == "features"]
+    if mine:
+        try:
+            theirs = features_probe(other, settings, f"{len(report.other.runs)} model(s), {report.names[1]}")
+            parts.append(compare_features(mine[0], theirs, settings.n_boot, settings.seed))
+        except DataError as err:
+            report.notes.append(f"features probe of {report.names[1]} not scored: {err}")
+    table, report.n_compared = compare_models(scores.frame, other.frame, conditions, settings.n_boot,
+                                              settings.seed)
+    report.comparison = pd.concat([*parts, table], ignore_index=True)
 
 
 __all__ = ["AuditReport", "audit", "default_out"]

@@ -22,7 +22,7 @@ from pepx.probes.results import ProbeResult
 
 MARKER = "audit.json"
 FILES = (MARKER, "report.md", "probes.csv", "probe_predictions.csv", "blanked.csv", "invariance.csv",
-         "invariance.png", "model_predictions.csv")
+         "invariance.png", "model_predictions.csv", "comparison.csv", "comparison.png")
 METRIC_NAMES = {"accuracy": "accuracy",
                 **{f"recall_{c}": f"{d} recall" for c, d in zip(CLASSES, CLASS_DISPLAY, strict=True)}}
 

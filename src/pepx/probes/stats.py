@@ -50,15 +50,25 @@ def probe_scores(y: Sequence[int], prob: np.ndarray, patients: Sequence, n_boot:
                  seed: int = 0) -> dict[str, dict[str, float]]:
     """``{"balanced_accuracy": {value, low, high}, "auroc": {...}}`` of probe probabilities ``prob``
     ``[N, K]`` for true classes ``y`` (0..K-1), resampling ``patients`` within each class."""
-    y_np, prob = np.array(y, dtype=np.int64), np.asarray(prob, dtype=np.float64)
-    k = prob.shape[1]
-    y_t, pred_t = torch.as_tensor(y_np), torch.as_tensor(prob.argmax(axis=1))
+    scores = paired_probe_scores(y, [prob], patients, n_boot, seed)
+    return {metric: interval(*values[0]) for metric, values in scores.items()}
+
+
+def paired_probe_scores(y: Sequence[int], probs: Sequence[np.ndarray], patients: Sequence, n_boot: int = 1000,
+                        seed: int = 0) -> dict[str, list[tuple[float, np.ndarray]]]:
+    """``{metric: [(point, bootstrap samples) per probe]}`` for balanced accuracy and AUROC of several probes'
+    probabilities for the same films, all on the same patient resamples (paired differences)."""
+    y_np = np.array(y, dtype=np.int64)
     index = patient_resamples(list(patients), list(y_np), n_boot=n_boot, seed=seed)
-    point = _balanced_accuracy(y_t, pred_t, torch.arange(len(y_np))[None], k)[0]
-    boot = _balanced_accuracy(y_t, pred_t, index, k)
     rows = [r[r >= 0].numpy() for r in index]
-    auroc = np.array([_auroc(y_np[r], prob[r]) for r in rows])
-    return {"balanced_accuracy": interval(point, boot), "auroc": interval(_auroc(y_np, prob), auroc)}
+    out: dict[str, list[tuple[float, np.ndarray]]] = {"balanced_accuracy": [], "auroc": []}
+    for prob in probs:
+        prob = np.asarray(prob, dtype=np.float64)
+        k, y_t, pred_t = prob.shape[1], torch.as_tensor(y_np), torch.as_tensor(prob.argmax(axis=1))
+        point = _balanced_accuracy(y_t, pred_t, torch.arange(len(y_np))[None], k)[0]
+        out["balanced_accuracy"].append((float(point), _balanced_accuracy(y_t, pred_t, index, k)))
+        out["auroc"].append((_auroc(y_np, prob), np.array([_auroc(y_np[r], prob[r]) for r in rows])))
+    return out
 
 
 def per_class_recall(y: Sequence[int], prob: np.ndarray, names: Sequence[str]) -> dict[str, float]:

@@ -42,6 +42,7 @@ class AuditTarget:
     data: pd.DataFrame
     runs: list[ScoredRun] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    variant: str = ""  # a CV folder's runs: the ablation or mitigation variant ("" = the profile's recipe)
 
     @property
     def has_model(self) -> bool:
@@ -103,7 +104,7 @@ def _cv_target(out: Path, cell: str | None, seed: int, variant: str) -> AuditTar
         what = f"{model}+{loss}" + (f" {variant}" if variant else "")
         raise RunError(f"{out}: no complete {what} seed-{seed} fold run under {RUNS_DIR}/ "
                        f"(cells with runs: {have}; choose one with --cell, a variant with --variant)")
-    target = AuditTarget(str(out), "cv", folded, runs)
+    target = AuditTarget(str(out), "cv", folded, runs, variant=variant)
     named = f"{model}+{loss}" + (f" (variant `{variant}`)" if variant else "")
     left = f" (folds {missing} not complete: left out)" if missing else ""
     target.notes.append(f"Cross-validated folder `{out}`: {named}, seed {seed}, pooled out-of-fold over "
