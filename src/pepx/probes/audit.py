@@ -34,6 +34,8 @@ from pepx.probes.target import AuditTarget, resolve_target
 log = logging.getLogger("pepx.probes")
 CHANCE = 1.0 / 3.0
 DEFAULT = "default"
+#: Issue 15's goal: COVID-19 recall after each change within 5 points of the untouched films'.
+INVARIANT = 0.05
 
 
 @dataclass
@@ -68,7 +70,8 @@ class AuditReport:
         if self.invariance is not None:
             covid = self.invariance[self.invariance["metric"] == "recall_COVID-19"]
             out += [f"COVID-19 recall after {r.condition}: {r.value:.3f} (untouched {r.reference:.3f}; "
-                    f"difference {r.diff:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}])"
+                    f"difference {r.diff:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}]; "
+                    f"{'within' if abs(r.diff) <= INVARIANT else 'NOT within'} {INVARIANT * 100:.0f} points)"
                     for r in covid.itertuples()]
         if self.comparison is not None:
             this, other = self.names
@@ -92,9 +95,9 @@ def _plan(target: AuditTarget, asked: Sequence[str] | None,
     tested = pd.concat([r.test for r in target.runs], ignore_index=True) if target.runs else target.data
     for probe in probes:
         if probe == "source":
-            source_column(target.data, "source probe")
+            source_column(target.data, f"{target.spec}: source probe")
         elif probe == "features":
-            source_column(tested, "features probe")
+            source_column(tested, f"{target.spec}: features probe")
         elif probe == "processing" and not target.data.get("source", pd.Series()).eq(
                 settings.processed_source).any():
             if asked is not None:

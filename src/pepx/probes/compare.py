@@ -55,14 +55,14 @@ def compare_models(this: pd.DataFrame, other: pd.DataFrame, conditions: list[str
     ``patient_id``, ``y_true``, ``pred_<condition>``), on the films both hold; returns it and that count."""
     cols = [f"pred_{c}" for c in [UNTOUCHED, *conditions]]
     both = this.merge(other[["path", *cols]], on="path", suffixes=("", "_other"))
-    y = torch.as_tensor(both["y_true"].to_numpy(np.int64))
+    y = torch.tensor(both["y_true"].to_numpy(np.int64))
     index = patient_resamples(both["patient_id"].astype(str).tolist(), both["y_true"].tolist(),
                               n_boot=n_boot, seed=seed)
 
     def metrics(suffix: str) -> dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
         out = {}
         for c in [UNTOUCHED, *conditions]:
-            p = torch.as_tensor(both[f"pred_{c}{suffix}"].to_numpy(np.int64))
+            p = torch.tensor(both[f"pred_{c}{suffix}"].to_numpy(np.int64))
             out[c] = (batched_metrics(y, p), batched_metrics(y, p, index=index))
         return out
 

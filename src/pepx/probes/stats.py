@@ -88,7 +88,7 @@ def paired_changes(y_true: Sequence[int], preds: Mapping[str, Sequence[int]], pa
     names = ["accuracy", *[f"recall_{c}" for c in CLASSES]]
     point, boot = {}, {}
     for cond, pred in preds.items():
-        p = torch.as_tensor(np.asarray(pred, dtype=np.int64))
+        p = torch.as_tensor(np.array(pred, dtype=np.int64))  # a copy: pandas' arrays may be read-only
         point[cond] = {k: v[0] for k, v in batched_metrics(y, p).items()}
         boot[cond] = batched_metrics(y, p, index=index)
     rows = []
