@@ -336,6 +336,14 @@ def test_audit_of_a_cv_variant_and_of_both_side_by_side(cv_folder, capsys):
         assert table.loc["accuracy, lungs blanked", side] == pytest.approx(blanked.loc["accuracy", "value"])
         assert table.loc["features probe AUROC", side] == pytest.approx(probe.loc["auroc", "value"])
     assert np.allclose(table["diff"], table["this"] - table["compared"])
+    # "leans less on the source": nearer the no-shortcut value (chance, no change), paired
+    ideal = table["ideal"].dropna()
+    assert ideal["accuracy, lungs blanked"] == pytest.approx(1 / 3) and ideal["features probe AUROC"] == 0.5
+    assert ideal["COVID-19 recall change after hist"] == 0 and len(ideal) == len(table) - 2  # not untouched
+    sub = table.loc[ideal.index]
+    distance = {side: (sub[side] - sub["ideal"]).abs() for side in ("this", "compared")}
+    assert np.allclose(sub["closer"], distance["this"] - distance["compared"])
+    assert (table["closer_low"].dropna() <= table["closer"].dropna() + 1e-9).all()
     assert ((table["diff_low"] <= table["diff"] + 1e-9) & (table["diff"] <= table["diff_high"] + 1e-9)).all()
     report = (both / "report.md").read_text()
     assert "## `default` against `unmitigated`" in report and "![comparison](comparison.png)" in report

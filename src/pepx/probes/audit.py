@@ -76,7 +76,10 @@ class AuditReport:
         if self.comparison is not None:
             this, other = self.names
             out += [f"{r.measure}: {this} {r.this:.3f}, {other} {r.compared:.3f} (difference {r.diff:+.3f} "
-                    f"[{r.diff_low:+.3f}, {r.diff_high:+.3f}])" for r in self.comparison.itertuples()]
+                    f"[{r.diff_low:+.3f}, {r.diff_high:+.3f}]"
+                    + ("" if pd.isna(r.closer) else f"; nearer {r.ideal:.3f} by {-r.closer:+.3f} "
+                       f"[{-r.closer_high:+.3f}, {-r.closer_low:+.3f}]") + ")"
+                    for r in self.comparison.itertuples()]
         return [*out, f"report: {self.out / 'report.md'}"]
 
 
@@ -140,9 +143,10 @@ def _report_text(report: AuditReport, settings: ProbeSettings) -> str:
         parts += [f"## `{this}` against `{other}`", "", *[f"- {n}" for n in report.other.notes], "",
                   f"The same measures of both sets of runs on the {report.n_compared} test films both "
                   f"scored; difference = `{this}` - `{other}`, its interval from the same patient resamples "
-                  "for both. Changes after a processing step are changed - untouched (0 = invariant); a "
-                  "features probe nearer chance, a blanked accuracy nearer chance and changes nearer 0 mean "
-                  "a model that leans less on the hospital.", "",
+                  "for both. Changes after a processing step are changed - untouched (0 = invariant). A "
+                  "model that leans less on the hospital has a features probe nearer chance, a blanked "
+                  "accuracy nearer chance (1/3) and changes nearer 0: *distance to it* is the paired "
+                  f"difference of the two distances to that value, negative when `{this}` is nearer.", "",
                   comparison_markdown(report.comparison, this, other), "",
                   "![comparison](comparison.png)", ""]
     parts += ["## How to read", "",

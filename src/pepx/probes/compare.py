@@ -30,6 +30,7 @@ from pepx.probes.results import ProbeResult
 from pepx.probes.stats import interval, paired_probe_scores
 
 COVID_RECALL = "recall_COVID-19"
+CHANCE = 1.0 / 3.0  # a disease model's accuracy once it has nothing left to read
 NAMES = {"accuracy": "accuracy", COVID_RECALL: "COVID-19 recall"}
 
 
@@ -41,12 +42,20 @@ def _measures(conditions: list[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _row(measure: str, a: tuple[float, np.ndarray], b: tuple[float, np.ndarray]) -> dict[str, object]:
+def _row(measure: str, a: tuple[float, np.ndarray], b: tuple[float, np.ndarray],
+         ideal: float = np.nan) -> dict[str, object]:
+    """Both sides with intervals, their paired difference, and - where the measure has a value that means
+    "no shortcut" (``ideal``: chance, or no change) - ``closer``: |this - ideal| - |compared - ideal| (< 0:
+    this one is nearer it), its interval from the same resamples."""
     this, other = interval(*a), interval(*b)
     diff = interval(a[0] - b[0], a[1] - b[1])
-    return {"measure": measure, "this": this["value"], "this_low": this["low"], "this_high": this["high"],
-            "compared": other["value"], "compared_low": other["low"], "compared_high": other["high"],
-            "diff": diff["value"], "diff_low": diff["low"], "diff_high": diff["high"]}
+    closer = interval(abs(a[0] - ideal) - abs(b[0] - ideal), np.abs(a[1] - ideal) - np.abs(b[1] - ideal)) \
+        if not np.isnan(ideal) else {"value": np.nan, "low": np.nan, "high": np.nan}
+    return {"measure": measure, "ideal": ideal, "this": this["value"], "this_low": this["low"],
+            "this_high": this["high"], "compared": other["value"], "compared_low": other["low"],
+            "compared_high": other["high"], "diff": diff["value"], "diff_low": diff["low"],
+            "diff_high": diff["high"], "closer": closer["value"], "closer_low": closer["low"],
+            "closer_high": closer["high"]}
 
 
 def compare_models(this: pd.DataFrame, other: pd.DataFrame, conditions: list[str], n_boot: int,
@@ -75,7 +84,8 @@ def compare_models(this: pd.DataFrame, other: pd.DataFrame, conditions: list[str
             if cond not in (UNTOUCHED, BLANKED):
                 point, boot = point - side[UNTOUCHED][0][metric][0], boot - side[UNTOUCHED][1][metric]
             values.append((float(point), boot))
-        rows.append(_row(measure, *values))
+        ideal = np.nan if cond == UNTOUCHED else CHANCE if cond == BLANKED else 0.0
+        rows.append(_row(measure, *values, ideal=ideal))
     return pd.DataFrame(rows), len(both)
 
 
@@ -92,8 +102,9 @@ def compare_features(this: ProbeResult, other: ProbeResult, n_boot: int, seed: i
     y = both["probe_target"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     probs = [both[[f"p_{c}{s}" for c in classes]].to_numpy() for s in ("", "_other")]
     scores = paired_probe_scores(y, probs, both["patient_id"].astype(str).tolist(), n_boot, seed)
-    names = {"balanced_accuracy": "balanced accuracy", "auroc": "AUROC"}
-    return pd.DataFrame([_row(f"features probe {name}", *scores[metric]) for metric, name in names.items()])
+    names = {"balanced_accuracy": ("balanced accuracy", 1 / len(classes)), "auroc": ("AUROC", 0.5)}
+    return pd.DataFrame([_row(f"features probe {name}", *scores[metric], ideal=ideal)
+                         for metric, (name, ideal) in names.items()])
 
 
 def comparison_markdown(table: pd.DataFrame, this: str, other: str) -> str:
@@ -101,7 +112,12 @@ def comparison_markdown(table: pd.DataFrame, this: str, other: str) -> str:
              f"{this} [95 % CI]": ci({"value": r.this, "low": r.this_low, "high": r.this_high}),
              f"{other} [95 % CI]": ci({"value": r.compared, "low": r.compared_low, "high": r.compared_high}),
              "difference [95 % CI]": ci({"value": r.diff, "low": r.diff_low, "high": r.diff_high}),
-             "CI excludes 0": bool(r.diff_low > 0 or r.diff_high < 0)} for r in table.itertuples()]
+             "no shortcut at": r.ideal,
+             f"distance to it, {this} - {other} [95 % CI]": ci({"value": r.closer, "low": r.closer_low,
+                                                                "high": r.closer_high}),
+             "distance CI excludes 0": "" if np.isnan(r.closer)
+             else bool(r.closer_low > 0 or r.closer_high < 0),
+             } for r in table.itertuples()]
     return markdown_table(pd.DataFrame(rows))
 
 
@@ -115,8 +131,11 @@ def plot_comparison(table: pd.DataFrame, path: Path, this: str, other: str, titl
         ax.bar(np.arange(len(part)) + (j - 0.5) * 0.4, v, 0.4, label=label,
                yerr=[(v - lo).clip(lower=0), (hi - v).clip(lower=0)], capsize=2)
     ax.axhline(0, color="black", linewidth=0.6)
+    for i, ideal in enumerate(part["ideal"]):  # the value without a shortcut: chance, or no change
+        ax.hlines(ideal, i - 0.45, i + 0.45, colors="grey", linestyles="dashed", linewidth=1,
+                  label="no shortcut" if i == 0 else None)
     ax.set_xticks(range(len(part)), [m.replace(" change after ", "\nchange after\n").replace(", ", ",\n")
-                                     for m in part["measure"]], fontsize=7)
+                                     .replace("probe ", "probe\n") for m in part["measure"]], fontsize=7)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     return save(fig, path)

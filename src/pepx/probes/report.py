@@ -96,7 +96,7 @@ def plot_invariance(table: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("on the same test films")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, ncols=len(conditions), loc="lower center")
+    ax.legend(fontsize=8, ncols=len(conditions), loc="upper center", bbox_to_anchor=(0.5, -0.08))
     return save(fig, path)
 
 
