@@ -432,7 +432,8 @@ def _add_audit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default="", help="ablation or mitigation variant of its runs, e.g. hist-eq")
     p.add_argument("--compare", metavar="VARIANT", help="a --cv folder: also probe this variant's runs "
                    "(`default`: the profile's recipe) and set both side by side with paired differences")
-    p.add_argument("--out", help="report folder (default: TARGET/audit, or runs/audit for a data source)")
+    p.add_argument("--out", help="report folder (default: TARGET/audit, audit-VARIANT, audit-vs-OTHER; "
+                   "runs/audit for a data source)")
     p.set_defaults(func=_cmd_audit)
 
 
