@@ -422,13 +422,46 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- audit
+def _add_audit_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="shortcut probes of a run, CV folder or data set")
+    p.add_argument("target", help="run folder, `pepx reproduce --cv` folder, or data SOURCE (image probes)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="probe settings (pepx.probes.ProbeSettings), e.g. epochs=4 equalize=[none,hist]")
+    p.add_argument("--probes", nargs="+", help="source processing features blanked invariance (default: all "
+                   "the target allows)")
+    p.add_argument("--model-probes-only", action="store_true", help="skip the image-only probes (source, "
+                   "processing: the slow part, the same for every run of one data set)")
+    p.add_argument("--cell", help="MODEL+LOSS of a --cv folder (default: pepx_resnet+focal)")
+    p.add_argument("--variant", default="", help="ablation or mitigation variant of its runs, e.g. hist-eq")
+    p.add_argument("--compare", metavar="VARIANT", help="a --cv folder: also probe this variant's runs "
+                   "(`default`: the profile's recipe) and set both side by side with paired differences")
+    p.add_argument("--out", help="report folder (default: TARGET/audit, audit-VARIANT, audit-vs-OTHER; "
+                   "runs/audit for a data source)")
+    p.set_defaults(func=_cmd_audit)
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from pepx.errors import ConfigError
+    from pepx.probes import MODEL_PROBES, ProbeSettings, audit
+
+    if args.model_probes_only and args.probes:
+        raise ConfigError("--model-probes-only: give it or --probes, not both")
+    settings = ProbeSettings().with_overrides(args.settings)
+    probes = list(MODEL_PROBES) if args.model_probes_only else args.probes
+    report = audit(args.target, args.out, probes, settings, cell=args.cell, variant=args.variant,
+                   compare=args.compare)
+    print("\n".join(report.lines()))
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = CLIParser(prog="pepx", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
                 _add_reproduce_parser, _add_recipe_parser, _add_predict_parser, _add_export_parser,
-                _add_serve_parser, _add_gate_parser):
+                _add_serve_parser, _add_gate_parser, _add_audit_parser):
         add(sub)
     return parser
 
