@@ -19,11 +19,13 @@ from pepx.serving.bundle import bundle_config, write_bundle
 SIZE = 48
 
 
-def make_bundle(path, half=True, temperature=1.7, seed=0, operating_points=None):
+def make_bundle(path, half=True, temperature=1.7, seed=0, operating_points=None, caveats=None):
     torch.manual_seed(seed)
     model = create_model("pepx_resnet", width=0.25).eval()
     config = bundle_config("pepx_resnet", {"width": 0.25}, image_size=SIZE, bundle_id="tiny", version="0.0.1",
                            temperature=temperature, operating_points=operating_points)
+    if caveats:
+        config["caveats"] = caveats
     return model, write_bundle(model, path, config, card="# tiny\n", half=half)
 
 

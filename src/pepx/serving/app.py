@@ -287,7 +287,7 @@ def _prediction_json(predictor: Predictor, filename: str, probs: np.ndarray,
     return {"filename": filename, "status": "ok", "label": pred.label,
             "label_display": display.get(pred.label) if pred.label else None,
             "probabilities": pred.probabilities, "flagged": list(pred.flagged),
-            **{k: row[k] for k in ("gate", "gate_score", "gate_distance", "gate_reason")}}
+            **{k: row[k] for k in ("gate", "gate_score", "gate_distance", "gate_reason", "caveat")}}
 
 
 def _cam_pictures(predictor: Predictor, image: np.ndarray, class_index: int, size: int) -> dict[str, Any]:

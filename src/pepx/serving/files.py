@@ -111,6 +111,12 @@ def print_table(preds: Sequence[Prediction]) -> str:
     return markdown_table(pd.DataFrame(rows).fillna(""))
 
 
+def caveat_lines(preds: Sequence[Prediction]) -> list[str]:
+    """Below the terminal table: the card's caveat of each class predicted, once."""
+    by_label = {p.label: p.caveat for p in preds if p.caveat}
+    return [f"model card on {label} calls: {text}" for label, text in by_label.items()]
+
+
 # ---------------------------------------------------------------------- checks before anything is read
 def check_out_file(out: str | Path) -> Path:
     """`--out` must be a .csv or .json file name, and not a folder or a special file."""
@@ -245,5 +251,5 @@ def report(predictor: Predictor, preds: Sequence[Prediction], out: str | Path | 
                  f"predicted, {len(preds) - n_ok} unreadable)"]
     else:
         lines = [f"{bundle.id} {bundle.version} (calibrated probabilities; input gate "
-                 f"{predictor.gate_status}; research use only)", print_table(preds)]
+                 f"{predictor.gate_status}; research use only)", print_table(preds), *caveat_lines(preds)]
     return lines + ([f"Grad-CAM overlays and maps: {display_path(cam)}"] if cams else [])

@@ -32,6 +32,7 @@ from pepx.data.transforms import model_input
 from pepx.errors import ConfigError
 from pepx.fileio import display_path
 from pepx.serving.bundle import Bundle, load_bundle
+from pepx.serving.caveats import caveat_for
 from pepx.serving.export import onnx_session
 from pepx.serving.gate.dicom import read_tags
 from pepx.serving.gate.gate import GATE_OFF, Gate, GateResult
@@ -48,7 +49,8 @@ class Prediction:
     """One input's result. `status` is "ok" or "error"; on error `label` is None, `probabilities` empty and
     `error` says why. `flagged`: classes at or above their bundle operating point. `gate`: the input gate's
     verdict (`GateResult`: `.outcome` ok / unfamiliar / rejected / off, `.score`, `.distance`, `.reason`); a
-    rejected film has no label and no probabilities."""
+    rejected film has no label and no probabilities. `caveat`: what the bundle's card says about calls of
+    this class (e.g. how many adult films called COVID-19 were another pneumonia); None without one."""
 
     source: str
     label: str | None
@@ -57,10 +59,11 @@ class Prediction:
     error: str | None = None
     flagged: tuple[str, ...] = ()
     gate: GateResult = GATE_OFF
+    caveat: str | None = None  # the model card's sentence about this class (`pepx.serving.caveats`)
 
     def to_row(self) -> dict[str, Any]:
         """Flat dict for CSV / JSON: source, status, label, prob_<class>..., flagged, error, gate,
-        gate_score, gate_distance, gate_reason."""
+        gate_score, gate_distance, gate_reason, caveat."""
         row: dict[str, Any] = {"source": display_path(self.source), "status": self.status,
                                "label": self.label}
         row.update({f"prob_{c}": p for c, p in self.probabilities.items()})
@@ -69,6 +72,7 @@ class Prediction:
         g = self.gate
         row.update(gate=g.outcome if self.status == "ok" else None, gate_score=g.score,
                    gate_distance=g.distance, gate_reason=g.reason)
+        row["caveat"] = self.caveat
         return row
 
 
@@ -196,7 +200,9 @@ class Predictor:
             return Prediction(source, None, {}, gate=gate)
         values = {c: float(v) for c, v in zip(self.classes, probs, strict=True)}
         flagged = tuple(c for c, t in self._thresholds.items() if values.get(c, 0.0) >= t)
-        return Prediction(source, self.classes[int(np.argmax(probs))], values, flagged=flagged, gate=gate)
+        label = self.classes[int(np.argmax(probs))]
+        return Prediction(source, label, values, flagged=flagged, gate=gate,
+                          caveat=caveat_for(self.bundle.config, label))
 
     # ------------------------------------------------------------------ Grad-CAM
     def explain(self, image: np.ndarray, class_index: int | None = None,
