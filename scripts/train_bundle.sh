@@ -11,5 +11,5 @@ NAME=pepx-resnet-focal-cxr-real
 CONFIG=scripts/bundle-$NAME.yaml
 pepx train --config "$CONFIG" --out "$RUN"
 pepx export "$RUN" --out "src/pepx/serving/bundles/$NAME" --id "$NAME" --version "${VERSION:-2.0.0}" \
-    --target COVID-19=0.95 --report docs/results/bundle --recipe "scripts/train_bundle.sh ($CONFIG)" \
+    --target COVID-19=0.95 --report docs/results/bundle2 --recipe "scripts/train_bundle.sh ($CONFIG)" \
     --gate-ood ../shared/data/cxr-ood --history scripts/bundle-history.json
