@@ -84,7 +84,7 @@ def _processes(marker: str) -> list[int]:
 def _when_checkpointed(out: Path, act: Callable[[], None]) -> threading.Thread:
     """A thread that runs ``act`` once the first epoch checkpoint of a run under ``out`` exists."""
     def watch() -> None:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 1200  # a loaded machine starts workers slowly
         while time.monotonic() < deadline and not list((out / "runs").glob("*/checkpoints/last.ckpt")):
             time.sleep(0.02)
         act()
