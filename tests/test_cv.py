@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from pepx import CLASSES
 from pepx.cli import main
@@ -148,12 +149,14 @@ def _fake_cv(out: Path, profile, manifest: pd.DataFrame) -> list:
     runs = list(dict.fromkeys(runs + lso_runs(["pepx_resnet"], "focal", [0], lso_sources(folded))))
     splits = split_of(out, folded)
     for i, run in enumerate(runs):
-        test = pd.read_csv(splits(run)).query("split == 'test'")
+        split = pd.read_csv(splits(run))
+        test = split.query("split == 'test'")
         accuracy = ACCURACY.get((run.model, run.variant), 0.85)
         folder = run_dir(out, run)
         fake_metrics_csv(folder / "metrics.csv", epochs=profile.epochs, seed=i, level=accuracy,
                          residuals=run.model == "pepx_resnet")
         _fake_predictions(test, accuracy, seed=i).to_csv(folder / "predictions.csv", index=False)
+        split.to_csv(folder / "split.csv", index=False)  # as training writes it (with `view`)
         mark_complete(folder, profile.epochs)
     return runs
 
@@ -199,6 +202,28 @@ def test_pooled_tables_equal_a_hand_computation_from_the_fold_predictions(manife
                     "### By source", "Every row has a real patient id"):
         assert heading in text, heading
     assert "can be neither confirmed nor ruled out" in text or "is ruled out" in text or "is better" in text
+    # adults-only table beside the headline; by view (from each run's split.csv: predictions lack `view`)
+    adults = text.split("## Adults only: normal / pneumonia / COVID-19 (PEPX-ResNet + focal)", 1)[1]
+    n_adults = int((manifest["age_group"] == "adult").sum())
+    assert adults.index("## Tables 1–4") > adults.index(f"{n_adults} adult images of")
+    assert f"| PA | {len(manifest)} |" in text.split("### By view", 1)[1]  # the synthetic films are all PA
+    # easier to optimise: epoch 3 of 3 here (too short for an early epoch), paired over the 3 folds
+    assert "## Is PEPX-ResNet easier to optimise?" in text and "epoch 3 of 3 (the last" in text
+    tests = pd.read_csv(out / "optimisation.csv").set_index(["b", "measure"])
+    acc = [pd.read_csv(run_dir(out, r) / "metrics.csv").set_index("epoch").loc[3, "test_acc"]
+           for m in ("pepx_resnet", "covidnet") for r in runs
+           if (r.model, r.loss, r.variant, r.held_out) == (m, "focal", "", "")]
+    expected = np.mean(acc[:3]) - np.mean(acc[3:])
+    assert tests.loc[("COVID-Net + focal", "test_acc"), "diff"] == pytest.approx(expected)
+    assert tests.loc[("COVID-Net + focal", "test_acc"), "n_folds"] == 3
+    assert tests.loc[("COVID-Net + focal", "train_loss"), "verdict"] == "no significant difference"  # equal
+    _png(out / "figure_optimisation.png")
+
+
+def _png(path: Path) -> None:
+    """A real PNG, two rows of panels (one per loss) high."""
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] > 500 and im.size[1] > 0.6 * im.size[0]
 
 
 def test_an_image_predicted_by_two_folds_is_refused(manifest, tmp_path):

@@ -1,4 +1,5 @@
-"""Real set ../shared/data/cxr-real: a patient-disjoint, duplicate-free split; the age confound warning."""
+"""Real set ../shared/data/cxr-real (version 2): counts, a patient-disjoint, duplicate-free split; the age and
+view confound warnings."""
 
 from __future__ import annotations
 
@@ -22,14 +23,21 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PEPX_CACHE", str(tmp_path / "cache"))
 
 
-def test_manifest_complete():
+def test_manifest_complete_version_2():
+    """Version 2 (README): 4,602 films; version 1's 2,997 rows unchanged (`source != "rsna"`), then 1,605
+    adult `rsna` films whose view goes with the class."""
     res = load_source(SPEC)
-    assert len(res.manifest) == 2997 and res.problems == []
-    assert res.manifest["label"].value_counts().to_dict() == {
-        "normal": 1000,
-        "pneumonia": 1000,
-        "COVID-19": 997,
-    }
+    m = res.manifest
+    assert len(m) == 4602 and res.problems == []
+    assert m["label"].value_counts().to_dict() == {"normal": 1773, "pneumonia": 1832, "COVID-19": 997}
+    v1, rsna = m[m["source"] != "rsna"], m[m["source"] == "rsna"]
+    assert v1["label"].value_counts().to_dict() == {"normal": 1000, "pneumonia": 1000, "COVID-19": 997}
+    assert rsna["label"].value_counts().to_dict() == {"pneumonia": 832, "normal": 773}
+    assert set(rsna["age_group"]) == {"adult"} and set(rsna["view"]) == {"AP", "PA"}
+    assert (m["age_group"] == "adult").sum() == 3308  # 1,407 normal, 904 pneumonia, 997 COVID-19
+    views = rsna.groupby("label")["view"].value_counts(normalize=True)
+    assert views[("normal", "PA")] == pytest.approx(0.82, abs=0.005)
+    assert views[("pneumonia", "AP")] == pytest.approx(0.77, abs=0.005)
 
 
 def test_cli_split_850_100_no_overlap_no_duplicates(tmp_path, capsys):
@@ -58,7 +66,13 @@ def test_cli_inspect_warns_age_identifies_class(capsys):
     out = capsys.readouterr().out
     assert "age_group=pediatric never occurs in class COVID-19: age identifies class" in out
     assert "source=hannover occurs only in class COVID-19" in out
+    assert "source=rsna never occurs in class COVID-19: source identifies class" in out
     assert "1040 images have per-image pseudo patient ids" in out
+    # view: counts per class, and where it goes with a class (version 2's rsna films)
+    assert "AP/PA" in out and "AP Supine" in out
+    assert "view=AP/PA never occurs in class COVID-19: view identifies class" in out
+    assert "view=AP goes with class pneumonia within source=rsna: 82 % of its 775 images" in out
+    assert "view=PA goes with class normal within source=rsna: 77 % of its 830 images" in out
 
 
 def test_decode_and_cache_sample(tmp_path):

@@ -148,3 +148,38 @@ def test_confound_report_on_confounded_synthetic(synthetic):
         f["split"]
     )
     assert "| split |" in rep.to_markdown()
+
+
+def _hospitals(view_normal_pa: float) -> pd.DataFrame:
+    """Two hospitals: `h` with 100 normal and 100 pneumonia films, a share ``view_normal_pa`` of its normals
+    PA and the same share of its pneumonias AP (cxr-real v2's rsna: 0.82 / 0.77); `c` with 100 COVID-19
+    films, half AP and half PA."""
+    n_pa = round(100 * view_normal_pa)
+    views = {"normal": ["PA"] * n_pa + ["AP"] * (100 - n_pa),
+             "pneumonia": ["AP"] * n_pa + ["PA"] * (100 - n_pa), "COVID-19": ["AP", "PA"] * 50}
+    rows = [{"path": f"/{c}/{i}.png", "label": c, "patient_id": f"{c}{i}", "age_group": "adult",
+             "source": "c" if c == "COVID-19" else "h", "view": v}
+            for c, vs in views.items() for i, v in enumerate(vs)]
+    return pd.DataFrame(rows)
+
+
+def test_confound_report_finds_a_view_that_goes_with_a_class_within_a_source():
+    rep = confound_report(_hospitals(0.8))
+    tail = "80 % of its 100 images, 50 % of all 200 there"
+    assert f"view=AP goes with class pneumonia within source=h: {tail}" in rep.warnings
+    assert f"view=PA goes with class normal within source=h: {tail}" in rep.warnings
+    assert not any("within source=c" in w for w in rep.warnings)  # c's views are 50/50 in its one class
+    assert "**view** (images per class)" in rep.to_markdown()
+    view = rep.to_frame().query("factor == 'view' and split == 'all'").set_index("value")
+    assert view.loc["AP", ["normal", "pneumonia", "COVID-19"]].tolist() == [20, 80, 50]
+    # below the threshold (70 %: 70 % against 50 % is a lift of 20 points) there is nothing to say about view
+    assert not any(w.startswith("view=") for w in confound_report(_hospitals(0.7)).warnings)
+
+
+def test_confound_report_says_when_a_view_identifies_a_class():
+    frame = _hospitals(0.8)
+    frame.loc[frame.index[frame["label"] == "pneumonia"][:20], "view"] = "AP Supine"  # 20 of h's pneumonias
+    rep = confound_report(frame)
+    assert "view=AP Supine occurs only in class pneumonia: view identifies class" in rep.warnings
+    # an identifying value is not repeated as one that "goes with" a class (within h it is 100 % pneumonia)
+    assert not any(w.startswith("view=AP Supine goes with") for w in rep.warnings)

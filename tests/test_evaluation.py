@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from pepx import CLASSES
+from pepx.evaluation.adults import adults_markdown, adults_summary
 from pepx.evaluation.bootstrap import bootstrap_metrics, metric_samples, patient_resamples
-from pepx.evaluation.breakdown import breakdown
+from pepx.evaluation.breakdown import breakdown, fill_columns, missing_columns
 from pepx.evaluation.evaluate import evaluate_predictions
 from pepx.evaluation.metrics import PROB_COLUMNS, compute_metrics, confusion_matrix, mean_predictions
 from test_evaluation_fakes import fake_predictions
@@ -122,3 +123,83 @@ def test_evaluate_predictions_writes_report_json_and_pngs(tmp_path):
     assert "Shortcut warning" in report and "By source" in report and "By age_group" in report
     assert "source=hospital_c occurs only in class COVID-19" in report  # pepx.data.confound_report
     assert "95 % CI" in report
+
+
+# ---------------------------------------------------------------------- adults only, by view
+def _adults_and_children() -> pd.DataFrame:
+    """30 adults with a known confusion matrix (views alternate AP / PA) and 50 children, all right, who
+    must not count in the adults-only table."""
+    adults = frame_from_confusion(np.array([[8, 1, 1], [2, 7, 1], [0, 3, 7]])).assign(age_group="adult")
+    adults["view"] = np.where(np.arange(len(adults)) % 2 == 0, "AP", "PA")
+    children = pd.DataFrame({"y_true": [1] * 50, "y_pred": [1] * 50, "age_group": "pediatric",
+                             "view": "AP/PA"})
+    frame = pd.concat([adults, children], ignore_index=True)
+    return frame.assign(path=[f"/img/{i}.png" for i in range(len(frame))],
+                        patient_id=[f"p{i}" for i in range(len(frame))],
+                        label=[CLASSES[k] for k in frame["y_true"]], source="h", split="test")
+
+
+def test_adults_only_table_equals_a_hand_computation():
+    summary = adults_summary(_adults_and_children(), n_boot=300)
+    assert summary["note"] is None and summary["n_images"] == summary["n_patients"] == 30
+    table = summary["metrics"].set_index("metric")
+    expected = {"accuracy": 22 / 30, "recall_normal": 8 / 10, "recall_pneumonia": 7 / 10,
+                "recall_COVID-19": 7 / 10, "precision_normal": 8 / 10, "precision_pneumonia": 7 / 11,
+                "precision_COVID-19": 7 / 9}
+    for name, value in expected.items():
+        row = table.loc[name]
+        assert row["value"] == pytest.approx(value, abs=1e-6), name
+        assert row["low"] <= row["value"] <= row["high"] and row["high"] - row["low"] > 0.05, name
+    per_class = summary["per_class"].set_index("class")
+    assert per_class.loc["pneumonia", ["recall", "precision"]].tolist() == pytest.approx([7 / 10, 7 / 11])
+    assert per_class["n_images"].tolist() == [10, 10, 10]
+    assert per_class["n_predicted"].tolist() == [10, 11, 9]
+    np.testing.assert_array_equal(summary["confusion_matrix"], [[8, 1, 1], [2, 7, 1], [0, 3, 7]])
+    by_view = summary["by_view"].set_index("group")
+    assert by_view["n_images"].to_dict() == {"AP": 15, "PA": 15} and "AP/PA" not in by_view.index
+    text = "\n".join(adults_markdown(summary))
+    assert "30 adult images of 30 patients" in text and "Accuracy 0.733 [" in text
+    row = next(line for line in text.splitlines() if line.startswith("| Non-COVID | 10 | 10 | 11 | 0.700 ["))
+    assert "] | 0.636 [" in row and "### Adults by view" in text
+
+
+def test_adults_only_table_says_why_it_is_absent_or_undefined():
+    no_pneumonia = adults_summary(fake_predictions(20, seed=7), n_boot=200)  # adults: normal and COVID-19
+    table = no_pneumonia["metrics"].set_index("metric")
+    assert np.isnan(table.loc["recall_pneumonia", "value"]) and table.loc["recall_normal", "value"] > 0.5
+    assert no_pneumonia["by_view"] is None
+    text = "\n".join(adults_markdown(no_pneumonia))
+    assert "| Non-COVID | 0 | 0 |" in text and "No view is recorded for these images" in text
+    children = fake_predictions(10, seed=8).assign(age_group="pediatric")
+    assert adults_summary(children) == {"note": "No adults-only table: none of these 30 images is from an "
+                                                "adult (age groups: pediatric)."}
+    unknown = adults_summary(children.drop(columns=["age_group"]))
+    assert adults_markdown(unknown, heading="###") == [
+        "### Adults only: normal / pneumonia / COVID-19", "",
+        "No adults-only table: no age group is recorded for these images.", ""]
+
+
+def test_evaluation_report_has_the_adults_table_and_the_by_view_breakdown(tmp_path):
+    summary = evaluate_predictions(_adults_and_children(), tmp_path / "with", n_boot=200)
+    data = json.loads((tmp_path / "with" / "metrics.json").read_text())
+    adults = {m["metric"]: m["value"] for m in data["adults"]["metrics"]}
+    assert adults["accuracy"] == pytest.approx(22 / 30) and data["adults"]["n_images"] == 30
+    assert {g["group"] for g in data["breakdowns"]["view"]} == {"AP", "PA", "AP/PA"}
+    report = (tmp_path / "with" / "report.md").read_text()
+    assert report.index("## Metrics") < report.index("## Adults only") < report.index("## Confusion matrix")
+    assert "## By view" in report and "| AP/PA | 50 | 50 |" in report
+    assert set(summary["breakdowns"]) == {"source", "age_group", "view"}
+    evaluate_predictions(fake_predictions(20, seed=6), tmp_path / "without", n_boot=200)
+    report = (tmp_path / "without" / "report.md").read_text()
+    assert "## By view\n\nNot recorded for these images: no breakdown by view." in report
+    assert "No view is recorded for these images: no adults-by-view table." in report
+
+
+def test_fill_columns_takes_what_predictions_lack_from_the_split():
+    preds = fake_predictions(5, seed=9)
+    split = preds[["path", "label"]].assign(view="PA", age_group="adult").head(12)
+    filled = fill_columns(preds, split)
+    assert filled["view"].head(12).eq("PA").all() and filled["view"].iloc[12:].isna().all()
+    assert filled["age_group"].equals(preds["age_group"])  # recorded already: left as it is
+    assert missing_columns(preds) == ["view"] and missing_columns(filled) == []
+    assert fill_columns(filled, split) is filled

@@ -80,17 +80,28 @@ def mark_complete(run_dir: Path, epochs: int) -> Path:
 
 def fake_run(run_dir: Path, accuracy: float, seed: int, epochs: int = 4, residuals: bool = True,
              n_per_class: int = 30) -> Path:
-    """A completed run folder with `metrics.csv` and `predictions.csv` (same test images for every run)."""
+    """A completed run folder with `split.csv`, `metrics.csv` and `predictions.csv` (same test images for
+    every run). The predictions have no `view` column (as runs trained before predictions recorded it); the
+    split has one."""
     layout = RunLayout(run_dir)
     fake_metrics_csv(layout.metrics, epochs=epochs, seed=seed, level=accuracy, residuals=residuals)
     preds = fake_predictions(n_per_class, accuracy=accuracy, seed=seed)
     preds.to_csv(layout.predictions, index=False)
+    fake_split(n_per_class).to_csv(layout.split, index=False)
     return mark_complete(run_dir, epochs)
 
 
+def fake_views(labels: pd.Series) -> np.ndarray:
+    """A view that goes with the class, as in cxr-real v2: normal PA, COVID-19 AP, pneumonia alternating."""
+    alternate = np.where(np.arange(len(labels)) % 2 == 0, "AP", "PA")
+    return np.where(labels == "normal", "PA", np.where(labels == "COVID-19", "AP", alternate))
+
+
 def fake_split(n_per_class: int = 30) -> pd.DataFrame:
-    """A split frame whose test rows are the images of :func:`fake_predictions` (plus a few train rows)."""
+    """A split frame whose test rows are the images of :func:`fake_predictions` (plus a few train rows), with
+    a `view` column (:func:`fake_views`)."""
     test = fake_predictions(n_per_class)[["path", "label", "patient_id", "source", "age_group", "split"]]
+    test = test.assign(view=fake_views(test["label"]))
     train = test.assign(path=test["path"].str.replace("/img/", "/train/"),
                         patient_id="t" + test["patient_id"], split="train")
     frame = pd.concat([train, test], ignore_index=True)

@@ -70,6 +70,18 @@ def test_report_tables_and_figures_from_fake_runs(tmp_path):
     assert " ± " in text and "softmax CE" in text and "This work" in text
     assert "Warning: the data let a shortcut through" in text  # hospital_c holds only COVID-19
     assert "### By source" in text and "### By age_group" in text
+    # by view: the runs' predictions.csv lack `view`; it comes from each run's split.csv
+    by_view = text.split("### By view", 1)[1].split("##", 1)[0]
+    assert "| AP | 45 | 45 | 0 | 15 | 30 |" in by_view and "| PA | 45 | 45 | 30 | 15 | 0 |" in by_view
+    # the adults-only table sits beside the headline, before Tables 1-4 (adults: 30 normal + 30 COVID-19)
+    adults = text.split("## Adults only: normal / pneumonia / COVID-19 (PEPX-ResNet + focal)", 1)[1]
+    assert "## Tables 1–4" in adults and "60 adult images of 60 patients" in adults.split("## Tables", 1)[0]
+    assert "### Adults by view" in adults.split("## Tables", 1)[0]
+    headline = json.loads((out / "headline" / "metrics.json").read_text())["adults"]
+    ensemble = pd.read_csv(out / "headline" / "predictions.csv")
+    grown = ensemble[ensemble["age_group"] == "adult"]
+    accuracy = next(m["value"] for m in headline["metrics"] if m["metric"] == "accuracy")
+    assert accuracy == pytest.approx((grown["y_true"] == grown["y_pred"]).mean())
     assert "Paired tests" in text and "per seed (Holm < 0.05)" in text and "COVID-Net + focal" in text
     assert "Configuration and provenance" in text and "torchmetrics" in text
     for k in range(1, 5):

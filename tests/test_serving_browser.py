@@ -16,9 +16,11 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -70,15 +72,11 @@ def _films(tmp_path: Path) -> list[Path]:
     return [Path(manifest[manifest["label"] == label]["path"].iloc[0]) for label in ("COVID-19", "normal")]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    playwright = _browser_or_skip()
-    model = os.environ.get("PEPX_E2E_MODEL")
-    if not model:
-        model = tmp_path_factory.mktemp("e2e") / "bundle"
-        make_bundle(model)
+@contextmanager
+def _serving(model: Path, log_dir: Path):
+    """`pepx serve --model MODEL` on a free port, with the token; yields its base URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("e2e-log") / "serve.log"
+    log = log_dir / "serve.log"
     env = {**os.environ, "PEPX_TOKEN": TOKEN, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pepx.cli", "serve", "--model", str(model), "--port",
@@ -97,7 +95,7 @@ def server(tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"pepx serve did not answer within 120 s:\n{log.read_text()}")
             time.sleep(0.3)
-        yield base, playwright
+        yield base
     finally:
         proc.terminate()
         try:
@@ -105,6 +103,17 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    playwright = _browser_or_skip()
+    model = os.environ.get("PEPX_E2E_MODEL")
+    if not model:
+        model = tmp_path_factory.mktemp("e2e") / "bundle"
+        make_bundle(model)
+    with _serving(Path(model), tmp_path_factory.mktemp("e2e-log")) as base:
+        yield base, playwright
 
 
 def test_page_shows_the_apis_answer(server, tmp_path):
@@ -204,3 +213,65 @@ def test_page_shows_the_apis_answer(server, tmp_path):
             browser.close()
     assert not outside, f"the page fetched from elsewhere: {outside}"
     assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def gated_server(tmp_path_factory):
+    """A tiny bundle with a gate fitted on synthetic films, its `unfamiliar` threshold set between the
+    distances of two test films: one is `ok`, the other `unfamiliar`; a blank image is `rejected`."""
+    playwright = _browser_or_skip()
+    from pepx.data import read_image
+    from pepx.serving import Predictor
+    from test_serving_gate import make_gated
+
+    root = tmp_path_factory.mktemp("e2e-gate")
+    split, bundle = make_gated(root)
+    test = list(split.loc[split["split"] == "test", "path"])[:8]
+    preds = Predictor(bundle, device="cpu").predict([read_image(f) for f in test])
+    distances = [p.gate.distance for p in preds]
+    near, far = test[int(np.argmin(distances))], test[int(np.argmax(distances))]
+    cut = (min(distances) + max(distances)) / 2
+    section = {**bundle.config["gate"], "thresholds": {"reject": 1.0, "unfamiliar": max(cut, 0.0)}}
+    bundle.with_changes(config={"gate": section}).save(root / "served")
+    blank = root / "blank.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(blank)
+    with _serving(root / "served", root) as base:
+        yield base, playwright, [Path(near), Path(far), blank]
+
+
+def test_page_shows_the_gates_verdicts(gated_server):
+    base, (sync_playwright, expect, _), (near, far, blank) = gated_server
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            page.goto(base + "/")
+            page.fill("#token", TOKEN)
+            page.press("#token", "Enter")
+            expect(page.locator("#token-form")).to_be_hidden()
+            page.set_input_files("#files", [str(near), str(far), str(blank)])
+            expect(page.locator(".result[data-state=ok]")).to_have_count(2, timeout=120_000)
+            expect(page.locator(".result[data-state=rejected]")).to_have_count(1, timeout=120_000)
+            nodes = {n.locator(".name").inner_text(): n for n in page.locator(".result").all()}
+            ok, odd, rejected = nodes[near.name], nodes[far.name], nodes[blank.name]
+            # ok: the class, nothing greyed, no gate note
+            assert ok.get_attribute("data-gate") == "ok" and "unfamiliar" not in ok.get_attribute("class")
+            assert ok.locator(".gate-note").is_hidden() and ok.locator(".label").inner_text()
+            # unfamiliar: the class shown greyed, with the reason in words
+            assert odd.get_attribute("data-gate") == "unfamiliar" and odd.locator(".label").inner_text()
+            note = odd.locator(".gate-note")
+            assert note.is_visible()
+            assert note.inner_text().startswith("Low trust: this film is unlike the films")
+            assert odd.locator(".verdict").evaluate("e => getComputedStyle(e).filter") == "grayscale(1)"
+            # rejected: says why in plain words, and shows no class at all
+            message = rejected.locator(".message").inner_text()
+            assert message.startswith("Not classified: this does not look like a frontal chest X-ray")
+            assert "the image is blank" in message
+            assert rejected.locator(".body").is_hidden() and rejected.locator(".bar-row").count() == 0
+            assert rejected.get_attribute("data-label") is None
+            page.screenshot(path=str(ARTIFACTS / "serve-gate.png"), full_page=True)
+        finally:
+            browser.close()

@@ -59,10 +59,16 @@ def test_export_writes_a_calibrated_bundle_with_card_and_exports(exported, capsy
                     "## Reference predictions"):
         assert heading in card, heading
     assert "Research use only" in card and bundle.sha256 in card
-    for name in ("report.md", "roc.png", "calibration.png", "reliability.png"):
+    for name in ("report.md", "roc.png", "calibration.png", "reliability.png", "gate/report.md"):
         assert (run / "bundle_report" / name).stat().st_size > 0
-    # the reference predictions are what the bundle gives those images
-    predictor = Predictor(bundle, device="cpu")
+    # the input gate, fitted on the run's train / val films and measured on its test films (issue 16)
+    gate = bundle.gate
+    assert gate is not None and gate.layers == ("layer1", "layer2", "layer3", "layer4")
+    assert cfg["gate"]["fitted_on"]["train_films"] == 36 and cfg["gate"]["fitted_on"]["val_films"] == 18
+    assert "## Input gate" in card and f">= {gate.reject:.3f}" in card
+    # the reference predictions are what the bundle gives those images (the network's numbers: the tiny
+    # untrained-looking run's gate may reject some; tests/test_serving_gate*.py test the gate)
+    predictor = Predictor(bundle, device="cpu", gate=False)
     paths = [c["path"] for c in cfg["checks"]["images"]]  # absolute: synthetic is no csv / folder source
     got = np.array([list(p.probabilities.values()) for p in predictor.predict(paths)])
     assert np.abs(got - np.array([c["probabilities"] for c in cfg["checks"]["images"]])).max() < 1e-5
@@ -74,11 +80,16 @@ def test_export_of_a_bundle_to_onnx_and_runtime_onnx_agrees(exported, tmp_path, 
     out = capsys.readouterr().out
     assert "onnx:" in out and "max |p - p_eager|" in out
     paths = [c["path"] for c in load_bundle(folder).config["checks"]["images"]]
-    torch_p = Predictor.from_bundle(tmp_path / "copy", device="cpu").predict(paths)
-    onnx_p = Predictor.from_bundle(tmp_path / "copy", runtime="onnx").predict(paths)
+    torch_p = Predictor.from_bundle(tmp_path / "copy", device="cpu", gate=False).predict(paths)
+    onnx_p = Predictor.from_bundle(tmp_path / "copy", runtime="onnx", gate=False).predict(paths)
     a = np.array([list(p.probabilities.values()) for p in torch_p])
     b = np.array([list(p.probabilities.values()) for p in onnx_p])
     assert np.abs(a - b).max() < 1e-4
+    # with the gate on, ONNX Runtime's predictions carry the same verdicts (features from the torch network)
+    gated = [Predictor.from_bundle(tmp_path / "copy", runtime=r, device="cpu").predict(paths)
+             for r in ("torch", "onnx")]
+    assert [p.gate for p in gated[0]] == [p.gate for p in gated[1]]
+    assert all(p.gate.outcome != "off" for p in gated[1])
 
 
 def good_and_bad_folder(root: Path) -> dict[str, str]:
@@ -103,7 +114,7 @@ def test_predict_folder_good_and_bad_files_csv_and_cams(exported, tmp_path, caps
     _, folder = exported
     expected = good_and_bad_folder(tmp_path / "films")
     code = main(["predict", str(tmp_path / "films"), "--model", str(folder), "--out", str(tmp_path / "p.csv"),
-                 "--cam", str(tmp_path / "cams")])
+                 "--cam", str(tmp_path / "cams"), "--no-gate"])  # the gate has its own tests
     captured = capsys.readouterr()
     assert code == 0 and "wrote 7 rows" in captured.out and "(3 predicted, 4 unreadable)" in captured.out
     table = pd.read_csv(tmp_path / "p.csv")
@@ -125,13 +136,13 @@ def test_predict_folder_good_and_bad_files_csv_and_cams(exported, tmp_path, caps
             assert f"skipped {tmp_path / 'films' / name}: " in captured.err
     # Python gives the CLI's numbers
     ok = [str(tmp_path / "films" / n) for n, w in expected.items() if w == "ok"]
-    for p in Predictor.from_bundle(folder, device="cpu").predict(ok):
+    for p in Predictor.from_bundle(folder, device="cpu", gate=False).predict(ok):
         row = rows[str(Path(p.source).relative_to(tmp_path / "films"))]
         assert [row[f"prob_{c}"] for c in p.probabilities] == pytest.approx(list(p.probabilities.values()),
                                                                             abs=1e-7)
     # JSON output and the printed table
     assert main(["predict", str(tmp_path / "films" / "a.png"), "--model", str(folder), "--out",
-                 str(tmp_path / "p.json")]) == 0
+                 str(tmp_path / "p.json"), "--no-gate"]) == 0
     assert json.loads((tmp_path / "p.json").read_text())[0]["status"] == "ok"
     assert main(["predict", str(tmp_path / "films" / "*.png"), "--model", str(folder)]) == 0
     printed = capsys.readouterr().out

@@ -39,7 +39,12 @@ def test_shipped_bundle_is_intact_small_and_packaged():
     pattern = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     package = ROOT / "src" / "pepx" / "serving"
     matched = {p.name for glob in pattern["pepx.serving"] for p in package.glob(glob)}
-    assert {"config.json", "model.safetensors", "README.md"} <= matched
+    assert {"config.json", "model.safetensors", "README.md", "gate.safetensors"} <= matched
+    # its input gate (issue 16): thresholds fitted on its own validation split, numbers in the card
+    gate = bundle.gate
+    assert gate is not None and 0 < gate.reject < 1 and gate.unfamiliar > 0
+    assert cfg["gate"]["fitted_on"]["train_films"] == 2250 and cfg["gate"]["fitted_on"]["val_films"] == 300
+    assert "## Input gate" in card and f">= {gate.reject:.3f}" in card
 
 
 @pytest.mark.real_data

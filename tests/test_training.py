@@ -109,6 +109,9 @@ def test_tiny_run_end_to_end(run: Path) -> None:
 
     preds = pd.read_csv(run / "predictions.csv")
     assert len(preds) == 3 * N_TEST and set(preds["split"]) == {"test"}
+    split = pd.read_csv(run / "split.csv").set_index("path")  # view and age group travel with every image
+    for col in ("view", "age_group"):
+        assert preds[col].tolist() == split.loc[preds["path"], col].tolist() and preds[col].notna().all()
     probs = preds[[f"prob_{c}" for c in CLASSES]].sum(axis=1)
     assert (probs - 1).abs().max() < 1e-5
     accuracy = (preds["y_true"] == preds["y_pred"]).mean()

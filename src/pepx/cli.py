@@ -102,7 +102,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from pepx.errors import ConfigError
-    from pepx.training import RunLayout, TrainConfig  # no torch: a bad config fails fast
+    from pepx.training import RunLayout, TrainConfig  # no Lightning: a bad config fails fast
 
     if args.resume and (args.config or args.out):
         raise ConfigError("--resume RUN continues RUN with its own config.yaml: drop --config and --out")
@@ -148,8 +148,8 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None,
                    help="data SOURCE (default: the profile's; synthetic for smoke, cxr-real for cpu/paper)")
     p.add_argument("--profile", default="smoke",
-                   help="smoke (default), cpu, cpu-cv, paper, or a candidate recipe of `pepx recipe` "
-                        "(all in pepx/experiments/profiles.py)")
+                   help="smoke (default), cpu, cpu-cv, cpu-cv2, paper, or a candidate recipe of "
+                        "`pepx recipe` (all in pepx/experiments/profiles.py)")
     p.add_argument("--seeds", type=POSITIVE, default=None, help="number of seeds (default: the profile's)")
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--n-train", type=POSITIVE, default=None,
@@ -169,10 +169,18 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     cv.add_argument("--ablations", nargs="*", default=None, metavar="NAME",
                     help="also train PEPX-ResNet ablations: all (fixed-abc no-pepx depthwise pepx-on-block), "
                          "or the ones named, in that order")
+    cv.add_argument("--mitigations", nargs="*", default=None, metavar="NAME",
+                    help="also train PEPX-ResNet with shortcut mitigations: each alone when bare, or "
+                         "those named (hist-eq source-balanced adversarial acquisition-aug; a+b combines "
+                         "them; unmitigated turns all off)")
     cv.add_argument("--leave-source-out", action="store_true",
                     help="also train without each source holding >= 2 classes and test on it")
     cv.add_argument("--lso-models", nargs="+", default=None,
                     help="networks trained per held-out source (default: pepx_resnet resnet18)")
+    cv.add_argument("--lso-sources", nargs="+", default=None, help="sources held out (default: every one "
+                    "with >= 2 classes)")
+    cv.add_argument("--lso-variants", nargs="+", default=None, metavar="VARIANT",
+                    help="mitigation variants also trained per held-out source (e.g. unmitigated)")
     cv.add_argument("--inner-val", action="store_true",
                     help="score on inner validation folds instead (choose a recipe; test folds untouched)")
     cv.add_argument("--folds", type=int, nargs="+", default=None,
@@ -187,11 +195,13 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from pepx.experiments.cv import reproduce_cv
     from pepx.experiments.executors import make_executor
     from pepx.experiments.external import LSO_MODELS
+    from pepx.experiments.mitigations import mitigation_names
     from pepx.experiments.reproduce import resolve_profile
 
     cv_only = {"--pseudo-test": args.pseudo_test, "--ablations": args.ablations is not None,
-               "--leave-source-out": args.leave_source_out, "--inner-val": args.inner_val,
-               "--folds": args.folds, "--lso-models": args.lso_models}
+               "--mitigations": args.mitigations is not None, "--leave-source-out": args.leave_source_out,
+               "--inner-val": args.inner_val, "--folds": args.folds, "--lso-models": args.lso_models,
+               "--lso-sources": args.lso_sources, "--lso-variants": args.lso_variants}
     if args.cv is None:
         used = [flag for flag, value in cv_only.items() if value]
         if used:
@@ -206,7 +216,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     with make_executor(**console.grid_options(args)) as executor:
         reproduce_cv(profile, args.out, args.cv, pseudo_test=args.pseudo_test,
                      ablations=[] if args.ablations is None else ablation_names(args.ablations),
+                     mitigations=[] if args.mitigations is None else mitigation_names(args.mitigations),
                      leave_source_out=args.leave_source_out, lso_models=args.lso_models or LSO_MODELS,
+                     lso_sources=args.lso_sources,
+                     lso_variants=["", *mitigation_names(args.lso_variants)] if args.lso_variants else [""],
                      inner_val=args.inner_val, folds=args.folds, executor=executor,
                      report_only=args.report_only)
     return 0
@@ -252,6 +265,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
     p.add_argument("--batch-size", type=POSITIVE, default=32)
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--no-gate", action="store_true", help="turn the input gate off (a class for any image)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -268,7 +282,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         from pepx.serving import Predictor
 
-        predictor = Predictor.from_bundle(args.model, runtime=args.runtime, device=args.device)
+        predictor = Predictor.from_bundle(args.model, runtime=args.runtime, device=args.device,
+                                          gate=not args.no_gate)
     files.check_cam_class(predictor, args.cam_class)
     preds = predictor.predict(files.collect_inputs(args.inputs), batch_size=args.batch_size)
     for p in preds:
@@ -299,6 +314,8 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=POSITIVE, default=2000)
     p.add_argument("--report", help="evaluation folder (default: RUN/bundle_report)")
     p.add_argument("--recipe", help="the command that trained the run, quoted in the model card")
+    p.add_argument("--gate-ood", metavar="DIR", help="images of other kinds (cxr-ood layout) for the gate")
+    p.add_argument("--no-gate", action="store_true", help="make no input gate")
     p.set_defaults(func=_cmd_export)
 
 
@@ -318,7 +335,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         result = bundle_from_run(args.source, args.out, bundle_id=args.id, version=args.version,
                                  calibrate=args.calibrate, targets=parse_targets(args.target),
                                  half=not args.fp32, n_boot=args.n_boot, report_dir=args.report,
-                                 command=args.recipe)
+                                 command=args.recipe, gate=not args.no_gate, gate_ood=args.gate_ood)
         bundle = result.bundle
         print(result.text)
     print(f"bundle: {bundle.path} ({bundle.weights_bytes / 1e6:.1f} MB weights, sha256 "
@@ -353,6 +370,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="images waiting before 503 (default: 64)")
     p.add_argument("--workers", type=POSITIVE, default=2,
                    help="threads decoding uploads and drawing Grad-CAM")
+    p.add_argument("--no-gate", action="store_true", help="turn the input gate off")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -364,7 +382,43 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                              max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
                              max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, workers=args.workers)
     serve(args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
-          channels_last=args.channels_last, settings=settings)
+          channels_last=args.channels_last, settings=settings, gate=not args.no_gate)
+    return 0
+
+
+# --------------------------------------------------------------------------- gate
+def _add_gate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gate", help="the input gate: fit it onto a bundle, measure it")
+    gsub = p.add_subparsers(dest="gate_cmd", required=True)
+    for name, text in (("fit", "fit a bundle's gate on a split (train: fit, val: thresholds, test: report)"),
+                       ("evaluate", "AUROC per kind of image, frontal films rejected by source and age")):
+        g = gsub.add_parser(name, help=text)
+        g.add_argument("bundle", help="bundle folder")
+        g.add_argument("--split", required=True, help="split CSV (`pepx data split`, a run's split.csv)")
+        g.add_argument("--ood", metavar="DIR", help="images of other kinds (cxr-ood layout: metadata.csv "
+                       "with kind); fit reads its dev part, evaluate its test part")
+        g.add_argument("--n-boot", type=POSITIVE, default=1000, help="bootstrap resamples (default 1000)")
+        g.set_defaults(func=_cmd_gate)
+    fit_p, eval_p = gsub.choices["fit"], gsub.choices["evaluate"]
+    fit_p.add_argument("--out", help="new bundle folder: a gated copy of BUNDLE")
+    fit_p.add_argument("--in-place", action="store_true", help="rewrite only BUNDLE's gate (file, config "
+                       "section, card section)")
+    fit_p.add_argument("--report", help="test evaluation folder (default: OUT-gate-report)")
+    eval_p.add_argument("--out", required=True, help="report folder")
+    eval_p.add_argument("--unseen", metavar="SOURCE", help="frontal films of sources the network never saw")
+    eval_p.add_argument("--unseen-source", nargs="+", help="keep only these `source` values of --unseen")
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from pepx.serving.gate import commands
+
+    if args.gate_cmd == "fit":
+        lines = commands.fit_command(args.bundle, args.split, args.out, args.in_place, args.ood, args.report,
+                                     args.n_boot)
+    else:
+        lines = commands.evaluate_command(args.bundle, args.split, args.out, args.ood, args.unseen,
+                                          args.unseen_source, args.n_boot)
+    print("\n".join(lines))
     return 0
 
 
@@ -374,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
                 _add_reproduce_parser, _add_recipe_parser, _add_predict_parser, _add_export_parser,
-                _add_serve_parser):
+                _add_serve_parser, _add_gate_parser):
         add(sub)
     return parser
 

@@ -13,12 +13,14 @@ import torch
 from torch.utils.data import Dataset
 
 from pepx import CLASSES
+from pepx.data.acquisition import Acquisition, acquire
 from pepx.data.cache import ImageCache
 from pepx.data.errors import DataError
 from pepx.data.transforms import (
     Augment,
     Preprocess,
     augment,
+    equalize,
     item_generator,
     load_preprocessed,
     normalize_array,
@@ -31,9 +33,10 @@ class CXRDataset(Dataset):
     """Images of `frame` (a manifest or split), preprocessed once into the on-disk cache.
 
     Building the dataset decodes only images not yet cached (a changed file or setting is a miss);
-    items are then read from one memory-mapped uint8 array. With `augment=True` each item's augmentation is a
-    pure function of (seed, epoch, index): call `set_epoch(e)` each epoch, and the run repeats
-    exactly with any number of DataLoader workers and after a resume.
+    items are then read from one memory-mapped uint8 array. With `augment=True` (or `acquisition`) each item's
+    augmentation is a pure function of (seed, epoch, index): call `set_epoch(e)` each epoch, and the run
+    repeats exactly with any number of DataLoader workers and after a resume. An item is
+    ``(image, label)``, or ``(image, label, domain)`` when ``domains`` is given (domain-adversarial training).
 
     Args:
         frame: a manifest or split frame (`path`, `label` among its columns); labels must be pepx classes.
@@ -44,6 +47,9 @@ class CXRDataset(Dataset):
         preprocess: a `Preprocess` or a dict of its fields (top crop, square crop, normalisation).
         augment_config: ranges of the augmentation (default `Augment()`).
         workers: threads decoding images not yet in the cache.
+        acquisition: also draw acquisition changes (`pepx.data.acquisition`: gamma, blur, noise, JPEG,
+            resampling, crop, borders, burnt-in text) before equalisation; None = off.
+        domains: one integer per row (e.g. its source's index), returned as a third item element.
     """
 
     def __init__(
@@ -56,6 +62,8 @@ class CXRDataset(Dataset):
         preprocess: Preprocess | dict[str, Any] | None = None,
         augment_config: Augment | None = None,
         workers: int = 2,
+        acquisition: Acquisition | None = None,
+        domains: Any = None,
     ) -> None:
         self.frame = frame.reset_index(drop=True)
         unknown = sorted(set(self.frame["label"]) - set(CLASSES))
@@ -67,6 +75,10 @@ class CXRDataset(Dataset):
         self.epoch = 0
         self.settings = Preprocess.from_any(preprocess)
         self.augment_config = augment_config or Augment()
+        self.acquisition = acquisition
+        self.domains = None if domains is None else torch.tensor(np.asarray(domains), dtype=torch.long)
+        if self.domains is not None and len(self.domains) != len(self.frame):
+            raise ValueError(f"domains: {len(self.domains)} values for {len(self.frame)} rows")
         self.labels = torch.tensor([CLASSES.index(x) for x in self.frame["label"]], dtype=torch.long)
         self.cache = ImageCache(cache_dir, self.settings.cache_id(self.image_size), self.image_size)
         t0 = time.perf_counter()
@@ -104,12 +116,19 @@ class CXRDataset(Dataset):
     def __len__(self) -> int:
         return len(self.frame)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        img = self.images[index].astype(np.float32)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        img = np.asarray(self.images[index])
+        rng = item_generator(self.seed, self.epoch, index) if self.augment or self.acquisition else None
+        if self.acquisition is not None:
+            img = acquire(img, rng, self.acquisition)
+        if self.settings.equalize == "hist":
+            img = equalize(img)
+        img = img.astype(np.float32)
         if self.augment:
             x = torch.from_numpy(img / 255.0).unsqueeze(0)
-            rng = item_generator(self.seed, self.epoch, index)
             x = augment(x, rng, self.augment_config, self.settings.normalize)
         else:  # numpy: a few µs cheaper per item than the same torch ops on one small image
             x = torch.from_numpy(normalize_array(img / 255.0, self.settings.normalize)).unsqueeze(0)
+        if self.domains is not None:
+            return x, int(self.labels[index]), int(self.domains[index])
         return x, int(self.labels[index])

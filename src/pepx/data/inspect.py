@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from pepx import CLASSES
-from pepx.data.audit import ConfoundReport, confound_report
+from pepx.data.audit import FACTORS, ConfoundReport, confound_report
 from pepx.data.errors import ImageReadError
 from pepx.data.io import read_image
 from pepx.data.manifest import Problem, SourceResult
@@ -67,7 +67,7 @@ class Inspection:
 
 def _counts(m: pd.DataFrame) -> str:
     parts = []
-    for factor in ("source", "age_group"):
+    for factor in FACTORS:  # source, age_group, view
         if factor in m.columns:
             tab = pd.crosstab(m[factor].astype("string").fillna("NA"), m["label"]).reindex(
                 columns=list(CLASSES), fill_value=0

@@ -1,9 +1,12 @@
 """Preprocessing (once, into the cache) and augmentation + normalisation (every read).
 
 Preprocessing: read -> optional top crop (COVID-Net removes the top 8 %) -> centre crop to a square ->
-resize to `image_size` (Pillow, antialiased) -> min-max to uint8. At read time each image is normalised per
-image (zero mean, unit variance). Training augmentation draws a small rotation, shift and zoom (one affine
-resampling) and a brightness / contrast change, all from a generator seeded by (seed, epoch, index).
+resize to `image_size` (Pillow, antialiased) -> min-max to uint8 (what the cache stores). At read time:
+[acquisition augmentation, `pepx.data.acquisition`] -> optional global histogram equalisation
+(``equalize="hist"``: every film gets the flat histogram cxr-real's `rsna` films were given by their
+collection, so that look no longer tells sources apart) -> [geometric augmentation] -> per-image
+normalisation (zero mean, unit variance). Augmentation draws come from a generator seeded by
+(seed, epoch, index).
 """
 
 from __future__ import annotations
@@ -20,14 +23,27 @@ from scipy import ndimage
 
 from pepx.data.io import read_image
 
+EQUALIZE: tuple[str, ...] = ("none", "hist")
+NORMALIZE: tuple[str, ...] = ("image", "none")
+
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Preprocessing settings; all of them key the cache."""
+    """Preprocessing settings; `top_crop` and `square` key the cache (the others apply at read time).
+
+    Raises ValueError for an unknown `normalize` or `equalize` mode."""
 
     top_crop: float = 0.0  # fraction of the height removed from the top (COVID-Net: 0.08)
     square: bool = True  # centre crop to a square before resizing (else the image is squashed)
     normalize: str = "image"  # "image": per-image zero mean / unit sd; "none": [0, 1]
+    equalize: str = "none"  # "hist": global histogram equalisation of the resized film; "none": off
+
+    def __post_init__(self) -> None:
+        for name, choices in (("normalize", NORMALIZE), ("equalize", EQUALIZE)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(choices)}")
+        if not 0.0 <= float(self.top_crop) < 0.5:
+            raise ValueError(f"top_crop={self.top_crop!r}: must be in [0, 0.5)")
 
     @classmethod
     def from_any(cls, value: Preprocess | dict[str, Any] | None) -> Preprocess:
@@ -66,6 +82,20 @@ def crop_resize(img: np.ndarray, size: int, top_crop: float = 0.0, square: bool 
     return np.asarray(pil, dtype=np.uint8)
 
 
+def equalize(img: np.ndarray) -> np.ndarray:
+    """Global histogram equalisation of a uint8 image: each grey level becomes round(255 x the share of pixels
+    at or below it).
+
+    Idempotent, so a film its collection equalised before (cxr-real's `rsna`) ends up exactly like any other
+    film equalised once. Hand-written (3 lines of numpy) because Pillow's `ImageOps.equalize` is not: its
+    scale depends on the count of the top grey level, which its first pass changes, so a second pass moves a
+    64-px film's pixels by ~7 grey levels, a look a network trained on equalised films still tells apart
+    (tests/test_probes.py measures it)."""
+    cdf = np.cumsum(np.bincount(img.ravel(), minlength=256))
+    lut = np.rint(cdf * (255.0 / max(int(cdf[-1]), 1))).astype(np.uint8)
+    return lut[img]
+
+
 def load_preprocessed(path: str, size: int, settings: Preprocess) -> np.ndarray:
     """Read and preprocess one file (what the cache stores)."""
     return crop_resize(read_image(path), size, settings.top_crop, settings.square)
@@ -86,8 +116,10 @@ def normalize_array(x: np.ndarray, mode: str = "image") -> np.ndarray:
 def model_input(image: np.ndarray, size: int, settings: Preprocess) -> np.ndarray:
     """float [H, W] in [0, 1] -> the network's float32 [size, size] input: exactly what `CXRDataset` serves
     for that file without augmentation (cache step `crop_resize`, then `normalize_array`)."""
-    small = crop_resize(image, size, settings.top_crop, settings.square).astype(np.float32)
-    return normalize_array(small / 255.0, settings.normalize)
+    small = crop_resize(image, size, settings.top_crop, settings.square)
+    if settings.equalize == "hist":
+        small = equalize(small)
+    return normalize_array(small.astype(np.float32) / 255.0, settings.normalize)
 
 
 def normalize(x: torch.Tensor, mode: str = "image") -> torch.Tensor:

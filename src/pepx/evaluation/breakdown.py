@@ -1,4 +1,4 @@
-"""Metrics per data source and per age group, with patient-bootstrap CIs.
+"""Metrics per data source, age group and view, with patient-bootstrap CIs.
 
 A group that holds a single class (e.g. a source that only supplies COVID-19, or children who only appear
 with pneumonia) lets a network score by recognising the group instead of the disease; the numbers per group
@@ -14,9 +14,10 @@ import pandas as pd
 
 from pepx import CLASSES
 from pepx.evaluation.bootstrap import LEVEL, N_BOOT, metric_samples, percentile_interval
+from pepx.evaluation.report import breakdown_markdown
 
 #: Manifest columns broken down by default.
-GROUP_COLUMNS: tuple[str, ...] = ("source", "age_group")
+GROUP_COLUMNS: tuple[str, ...] = ("source", "age_group", "view")
 MISSING = "(missing)"
 BREAKDOWN_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", *(f"recall_{c}" for c in CLASSES))
 
@@ -24,6 +25,23 @@ BREAKDOWN_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", *(f"recall_{c}" fo
 def group_columns(frame: pd.DataFrame, columns: Sequence[str] = GROUP_COLUMNS) -> list[str]:
     """The columns of ``columns`` that the frame has with at least one non-missing value."""
     return [c for c in columns if c in frame.columns and frame[c].notna().any()]
+
+
+def missing_columns(frame: pd.DataFrame, columns: Sequence[str] = GROUP_COLUMNS) -> list[str]:
+    """The columns of ``columns`` the frame lacks or holds no value of (e.g. ``view`` in predictions written
+    before predictions recorded it)."""
+    return [c for c in columns if c not in group_columns(frame, [c])]
+
+
+def fill_columns(frame: pd.DataFrame, manifest: pd.DataFrame, columns: Sequence[str] = GROUP_COLUMNS
+                 ) -> pd.DataFrame:
+    """``frame`` with each of ``columns`` it lacks (or holds no value of) taken from ``manifest`` by ``path``
+    (e.g. a run's `split.csv`); a row whose path is not in ``manifest`` gets NA there."""
+    fill = [c for c in missing_columns(frame, columns) if c in manifest.columns]
+    if not fill:
+        return frame
+    lookup = manifest.drop_duplicates("path").set_index("path")
+    return frame.assign(**{c: frame["path"].map(lookup[c]) for c in fill})
 
 
 def breakdown(frame: pd.DataFrame, by: str, n_boot: int = N_BOOT, seed: int = 0,
@@ -57,3 +75,16 @@ def breakdowns(frame: pd.DataFrame, columns: Sequence[str] = GROUP_COLUMNS, n_bo
     return {c: breakdown(frame, c, n_boot=n_boot, seed=seed, level=level)
             for c in group_columns(frame, columns)}
 
+
+
+def breakdown_sections(groups: dict[str, pd.DataFrame], heading: str = "##",
+                       metrics: Sequence[str] = BREAKDOWN_METRICS,
+                       columns: Sequence[str] = GROUP_COLUMNS) -> list[str]:
+    """Report lines: a ``By <column>`` table for each of ``columns`` (``groups`` as :func:`breakdowns`
+    returns), or one sentence where the images do not record it (e.g. ``view`` in older predictions)."""
+    lines: list[str] = []
+    for col in columns:
+        body = (breakdown_markdown(pd.DataFrame(groups[col]), metrics) if col in groups
+                else f"Not recorded for these images: no breakdown by {col}.")
+        lines += [f"{heading} By {col}", "", body, ""]
+    return lines

@@ -11,12 +11,12 @@ import pandas as pd
 
 from pepx import CLASSES
 from pepx.data import DataError, confound_report
+from pepx.evaluation.adults import adults_markdown, adults_summary
 from pepx.evaluation.bootstrap import LEVEL, N_BOOT, bootstrap_metrics, check_bootstrap
-from pepx.evaluation.breakdown import BREAKDOWN_METRICS, breakdowns
+from pepx.evaluation.breakdown import breakdown_sections, breakdowns
 from pepx.evaluation.metrics import PROB_COLUMNS, confusion_matrix
 from pepx.evaluation.plots import plot_confusion, plot_reliability, plot_roc
 from pepx.evaluation.report import (
-    breakdown_markdown,
     confusion_markdown,
     fmt_ci,
     metrics_markdown,
@@ -65,7 +65,7 @@ def evaluate_predictions(frame: pd.DataFrame, out: str | Path, *, title: str = "
         "title": title, "n_images": len(frame), "n_patients": int(frame["patient_id"].nunique()),
         "bootstrap": {"n_boot": n_boot, "seed": seed, "level": level, "unit": "patient, within class"},
         "metrics": table, "auroc": auroc, "confusion_matrix": cm, "breakdowns": groups, "warnings": warnings,
-        "notes": notes,
+        "notes": notes, "adults": adults_summary(frame, n_boot=n_boot, seed=seed, level=level),
     }
     write_json(summary, out / "metrics.json")
     (out / "report.md").write_text(evaluation_markdown(summary, level=level))
@@ -87,12 +87,15 @@ def evaluation_markdown(summary: dict, level: float = LEVEL, heading: str = "#")
         lines += [f"> {note}", ""]
     if summary["warnings"]:
         lines += [f"{heading}# Shortcut warning", "",
-                  "A source or age group in this test set holds a single class, so a network can be right "
-                  "for the wrong reason (recognising the hospital, scanner or age, not the disease). Read "
-                  "the overall numbers together with the per-group ones below.", ""]
+                  "A source, age group or view in this test set holds a single class or goes with one, so "
+                  "a network can be right for the wrong reason (recognising the hospital, scanner, view or "
+                  "age, not the disease). Read the overall numbers together with the per-group ones "
+                  "below.", ""]
         lines += [f"- {w}" for w in summary["warnings"]] + [""]
-    lines += [f"{heading}# Metrics", "", metrics_markdown(table, level=level), "",
-              f"{heading}# Confusion matrix", "",
+    lines += [f"{heading}# Metrics", "", metrics_markdown(table, level=level), ""]
+    if "adults" in summary:
+        lines += adults_markdown(summary["adults"], heading=f"{heading}#", level=level)
+    lines += [f"{heading}# Confusion matrix", "",
               confusion_markdown(np.asarray(summary["confusion_matrix"])), "",
               "![confusion matrix](confusion_matrix.png)", ""]
     if "ece" in set(table["metric"]):
@@ -101,6 +104,5 @@ def evaluation_markdown(summary: dict, level: float = LEVEL, heading: str = "#")
         lines += [f"{heading}# ROC and AUROC", "",
                   "Each class against the other two, on its own probability; macro = mean of the three.", "",
                   metrics_markdown(summary["auroc"], level=level), "", "![ROC curves](roc.png)", ""]
-    for col, groups in summary["breakdowns"].items():
-        lines += [f"{heading}# By {col}", "", breakdown_markdown(groups, BREAKDOWN_METRICS), ""]
+    lines += breakdown_sections(summary["breakdowns"], heading=f"{heading}#")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from pepx.experiments.grid import (
     require_grid,
     train_runs,
 )
+from pepx.experiments.mitigations import mitigation_runs
 from pepx.experiments.profiles import Profile
 from pepx.experiments.report_cv import write_cv_report
 
@@ -69,15 +70,30 @@ def split_of(out: Path, folded: pd.DataFrame) -> Callable[[GridRun], Path]:
     return split_file
 
 
+def _held_out_sources(folded: pd.DataFrame, names: Sequence[str] | None) -> list[str]:
+    """The sources to hold out: ``names`` (checked against the eligible ones) or every eligible source."""
+    eligible = lso_sources(folded)
+    unknown = [n for n in names or [] if n not in eligible]
+    if unknown:
+        raise ConfigError(f"--lso-sources {', '.join(unknown)}: not a source with two or more classes here; "
+                          f"choose among {', '.join(eligible)}")
+    return list(dict.fromkeys(names)) if names else eligible
+
+
 def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool = False,
-                 ablations: Sequence[str] = (), leave_source_out: bool = False,
-                 lso_models: Sequence[str] = LSO_MODELS, inner_val: bool = False,
-                 folds: Sequence[int] | None = None, jobs: int = 1, executor: Executor | None = None,
-                 report_only: bool = False, log: Callable[[str], None] = print) -> Path:
+                 ablations: Sequence[str] = (), mitigations: Sequence[str] = (),
+                 leave_source_out: bool = False, lso_models: Sequence[str] = LSO_MODELS,
+                 lso_sources: Sequence[str] | None = None, lso_variants: Sequence[str] = ("",),
+                 inner_val: bool = False, folds: Sequence[int] | None = None, jobs: int = 1,
+                 executor: Executor | None = None, report_only: bool = False,
+                 log: Callable[[str], None] = print) -> Path:
     """Train what is missing, then write the cross-validated report; returns the path of its ``report.md``.
 
     ``folds``: a subset of the folds to run (pilots, recipe search); the report then says which.
     ``ablations``: names of `profiles.ABLATIONS` to train and compare with the default PEPX-ResNet.
+    ``mitigations``: variants of `profiles.MITIGATIONS` (``a+b``, ``unmitigated``) to train and compare.
+    ``lso_sources``: the sources held out (default: every one with two or more classes);
+    ``lso_variants``: the variants trained per held-out source (``""``: the profile's recipe).
     ``executor``: where the runs train (`pepx.experiments.executors`; default: this machine, ``jobs`` at a
     time). ``report_only``: train nothing; rebuild the report from complete run folders (`RunError` when
     some are missing).
@@ -101,9 +117,12 @@ def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool
     if ablations:
         runs += [r for r in ablation_runs(loss, seeds, folds, inner=inner_val, variants=ablations)
                  if r not in runs]
-    sources = lso_sources(folded) if leave_source_out else []
+    if mitigations:
+        extra = mitigation_runs(loss, seeds, folds, mitigations, inner=inner_val)
+        runs += [r for r in extra if r not in runs]
+    sources = _held_out_sources(folded, lso_sources) if leave_source_out else []
     if leave_source_out:
-        runs += lso_runs(lso_models, loss, seeds, sources)
+        runs += lso_runs(lso_models, loss, seeds, sources, variants=lso_variants)
     folders = train_runs(profile, out, runs, split_of(out, folded), n_jobs=jobs, log=log, executor=executor,
                          report_only=report_only)
     train_seconds = time.perf_counter() - start
@@ -111,7 +130,8 @@ def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool
     timings = read_timings(out)
     report_dir = out / INNER_DIR if inner_val else out
     path = write_cv_report(profile, report_dir, folded, folders, folds=folds, k=k, pseudo_test=pseudo_test,
-                           inner_val=inner_val, ablations=bool(ablations), sources=sources, loss=loss,
+                           inner_val=inner_val, ablations=bool(ablations), mitigations=bool(mitigations),
+                           sources=sources, loss=loss,
                            split_dir=out / SPLITS_DIR, timings=timings, train_seconds=train_seconds,
                            start=start)
     log(f"report: {path} ({time.perf_counter() - start:.0f} s)")

@@ -42,9 +42,18 @@ def lso_split(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         drop=True)
 
 
-def lso_runs(models: Sequence[str], loss: str, seeds: Sequence[int], sources: Sequence[str]) -> list[GridRun]:
-    """One run per network, seed and held-out source."""
-    return [run for source in sources for run in plan(models, [loss], seeds, held_out=source)]
+def lso_runs(models: Sequence[str], loss: str, seeds: Sequence[int], sources: Sequence[str],
+             variants: Sequence[str] = ("",)) -> list[GridRun]:
+    """One run per network, seed, held-out source and variant (``""``: the profile's recipe; e.g.
+    ``unmitigated`` beside an adopted recipe)."""
+    return [run for source in sources for variant in variants
+            for run in plan(models, [loss], seeds, held_out=source, variant=variant)]
+
+
+def lso_label(cell: tuple[str, ...]) -> str:
+    """``PEPX-ResNet + focal``, with `` (variant)`` for a variant cell ``(model, loss, variant)``."""
+    variant = cell[2] if len(cell) > 2 else ""
+    return cell_label(cell[:2]) + (f" ({variant})" if variant else "")
 
 
 def _source_row(frame: pd.DataFrame, source: str, n_boot: int) -> pd.Series | None:
@@ -58,14 +67,14 @@ def lso_table(held_out: dict[tuple[str, str], Sequence[pd.DataFrame]],
     and the cell's in-distribution accuracy on that source (NaN where the CV never tested it).
 
     ``held_out``: ``(source, cell) -> one prediction frame per seed``; ``in_distribution``: ``cell -> pooled
-    out-of-fold frames per seed`` (may be empty).
+    out-of-fold frames per seed`` (may be empty). A cell is ``(model, loss)`` or ``(model, loss, variant)``.
     """
     rows = []
     for (source, cell), frames in held_out.items():
         out = _source_row(mean_predictions(list(frames)), source, n_boot)
         inside = (_source_row(mean_predictions(list(in_distribution[cell])), source, n_boot)
                   if cell in in_distribution else None)
-        row = {"source": source, "cell": cell_label(cell), **{f"n_{c}": out[f"n_{c}"] for c in CLASSES}}
+        row = {"source": source, "cell": lso_label(cell), **{f"n_{c}": out[f"n_{c}"] for c in CLASSES}}
         for name in ("accuracy", "macro_f1", *(f"recall_{c}" for c in CLASSES)):
             row[name], row[f"{name}_low"], row[f"{name}_high"] = (out[name], out[f"{name}_low"],
                                                                   out[f"{name}_high"])

@@ -1,4 +1,5 @@
-"""Figure 9 (accuracy vs epoch), Figure 10 a/b/c (per-class F1 vs epoch) and the A/B/C-per-block plot.
+"""Figure 9 (accuracy vs epoch), Figure 10 a/b/c (per-class F1 vs epoch), the A/B/C-per-block plot and the
+optimisation figure (training loss beside test accuracy per epoch).
 
 Inputs are the runs' ``metrics.csv`` frames grouped by grid cell (``(model, loss) -> [one frame per seed]``,
 or one per fold and seed under cross-validation: ``unit="folds"``). A line is the mean over the frames; the
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from pepx import CLASS_DISPLAY, CLASSES
 from pepx.evaluation.plots import save
@@ -71,6 +73,28 @@ def figure10(cells: Cells, path: str | Path, unit: str = "seeds") -> Path:
         ax.set_title(f"({'abc'[k]}) F1 of {display}")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Figure 10: F1 score of different networks and losses ({_seed_note(cells, unit)})")
+    return save(fig, path)
+
+
+def optimisation_figure(cells: Cells, path: str | Path, unit: str = "seeds", mark_epoch: int | None = None
+                        ) -> Path:
+    """Training loss (left) and test accuracy (right) against epoch, one line per network, one row per loss
+    (the losses differ in scale); ``mark_epoch`` draws a dotted line where the early-epoch test is made."""
+    losses = list(dict.fromkeys(loss for _, loss in cells))
+    fig = Figure(figsize=(12, 4.2 * len(losses)))
+    axes = fig.subplots(len(losses), 2, squeeze=False)
+    for row, loss in zip(axes, losses, strict=True):
+        sub = {cell: frames for cell, frames in cells.items() if cell[1] == loss}
+        name = LOSS_NAMES.get(loss, loss)
+        for ax, column, label in ((row[0], "train_loss", f"training loss ({name})"),
+                                  (row[1], "test_acc", "test accuracy")):
+            _curves(ax, sub, column, label)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if mark_epoch is not None:
+                ax.axvline(mark_epoch, color="0.5", ls=":", lw=1)
+        row[0].legend(fontsize=8)
+    fig.suptitle("Ease of optimisation: training loss and test accuracy per epoch "
+                 f"({_seed_note(cells, unit)})")
     return save(fig, path)
 
 

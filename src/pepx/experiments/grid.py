@@ -18,8 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from pepx.data import balanced_split, load_source, save_split
+from pepx.data import balanced_split, load_source, load_split, save_split
 from pepx.errors import ConfigError, RunError
+from pepx.evaluation.breakdown import fill_columns, missing_columns
 from pepx.experiments.executors import Executor
 from pepx.experiments.parallel import Job, is_complete, run_jobs
 from pepx.experiments.profiles import Profile
@@ -81,8 +82,13 @@ def read_timings(out: Path) -> dict[str, float]:
 
 
 def read_predictions(folder: Path) -> pd.DataFrame:
-    """A run's final test predictions (``predictions.csv``)."""
-    return pd.read_csv(RunLayout(folder).predictions)
+    """A run's final test predictions (``predictions.csv``); a breakdown column they lack (``view`` in runs
+    trained before predictions recorded it) is taken from the run's ``split.csv`` where that has it."""
+    layout = RunLayout(folder)
+    frame = pd.read_csv(layout.predictions)
+    if missing_columns(frame) and layout.split.exists():
+        frame = fill_columns(frame, load_split(layout.split))
+    return frame
 
 
 def read_metrics(folder: Path) -> pd.DataFrame:

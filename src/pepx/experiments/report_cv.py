@@ -22,9 +22,12 @@ from pepx.experiments.external import lso_markdown, lso_sentence, lso_table
 from pepx.experiments.figures import figure9, figure10, residual_figure
 from pepx.experiments.folds import TRAIN_ONLY, fold_table
 from pepx.experiments.grid import GridRun, fold_frames, group, pooled_predictions, read_predictions
-from pepx.experiments.profiles import ABLATIONS, Profile
+from pepx.experiments.mitigations import mitigation_markdown, mitigation_tests
+from pepx.experiments.optimisation import optimisation_section
+from pepx.experiments.profiles import ABLATIONS, Profile, describe_variant, is_mitigation
 from pepx.experiments.report_parts import duration, provenance, statistics_notes, versions
 from pepx.experiments.reproduce import (
+    adults_section,
     breakdown_section,
     figures_section,
     headline,
@@ -99,6 +102,7 @@ def _setup(prof: Profile, folded: pd.DataFrame, folds: Sequence[int], k: int, ps
 
 def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dict[GridRun, Path], *,
                     folds: Sequence[int], k: int, pseudo_test: bool, inner_val: bool, ablations: bool,
+                    mitigations: bool,
                     sources: Sequence[str], loss: str, split_dir: Path, timings: dict[str, float],
                     train_seconds: float, start: float) -> Path:
     """Write tables, figures, CSVs and ``report.md`` into ``out``; return the report's path."""
@@ -121,10 +125,13 @@ def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dic
     ensemble, per_seed = paired_tests(preds, n_boot=prof.n_boot)
     ensemble.to_csv(out / "paired_tests.csv", index=False)
     head = (HEADLINE[0], loss) if (HEADLINE[0], loss) in preds else next(iter(preds))
+    head_eval = evaluate_predictions(mean_predictions(preds[head]), out / "headline", n_boot=prof.n_boot,
+                                     title=f"{cell_label(head)} (pooled out-of-fold, seed ensemble)")
     lines = [f"# pepx reproduce --cv {k} — profile `{prof.name}`"
              f"{' (inner validation)' if inner_val else ''}", "",
              _setup(prof, folded, folds, k, pseudo_test, inner_val, preds[head][0]), "",
              headline(summary, ensemble, head), ""]
+    lines += adults_section(head, head_eval)
     tested = _tested_rows(folded, folds)
     confounds = confound_report(tested)
     lines += shortcut_warning([w for w in confounds.warnings if w.startswith("[test]")])
@@ -137,17 +144,21 @@ def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dic
               f"p-values, Holm over the table; \"better\" only where p (Holm) < {ALPHA}. \"80 % power for\": "
               "the smallest difference the test would detect at this discordance.", "",
               tests_markdown(ensemble, per_seed), ""]
+    lines += optimisation_section(grid, folded, folds, out)
     if ablations:
         lines += _ablation_section(prof, folders, folds, inner_val, loss, preds.get((HEADLINE[0], loss)), out)
+    mitigated: Frames = {}
+    if mitigations:
+        section, mitigated = _mitigation_section(prof, folders, folds, inner_val, loss,
+                                                 preds.get((HEADLINE[0], loss)), out)
+        lines += section
     if sources:
-        lines += _lso_section(prof, folders, preds, out)
+        lines += _lso_section(prof, folders, preds, mitigated, out)
     splits = {f"fold {f}": split_dir / f"fold{f}{'-inner' if inner_val else ''}.csv" for f in folds}
     splits.update({f"without {s}": split_dir / f"without-{s}.csv" for s in sources})
     leaks = _leak_rows(splits)
     lines += ["## Data", "", markdown_table(fold_table(folded), index=True), "", confounds.to_markdown(), "",
               "### Leak check per split", "", markdown_table(leaks), ""]
-    head_eval = evaluate_predictions(mean_predictions(preds[head]), out / "headline", n_boot=prof.n_boot,
-                                     title=f"{cell_label(head)} (pooled out-of-fold, seed ensemble)")
     lines += breakdown_section(head, head_eval)
     total = time.perf_counter() - start
     lines += [f"Wall time of this call {duration(total)} ({duration(train_seconds)} of it training).", ""]
@@ -162,8 +173,8 @@ def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dic
 
 def _ablation_section(prof: Profile, folders: dict[GridRun, Path], folds: Sequence[int], inner_val: bool,
                       loss: str, default: list[pd.DataFrame] | None, out: Path) -> list[str]:
-    runs = group(folders, lambda r: r.variant if r.variant and r.inner == inner_val and r.fold in folds
-                 and r.loss == loss else None)
+    runs = group(folders, lambda r: r.variant if r.variant in ABLATIONS and r.inner == inner_val
+                 and r.fold in folds and r.loss == loss and not r.held_out else None)
     if default is None:
         default = pooled_predictions(_grid(folders, folds, inner_val)[("pepx_resnet", loss)])
     table = ablation_tests(default, {name: pooled_predictions(r) for name, r in runs.items()}, prof.n_boot)
@@ -176,10 +187,34 @@ def _ablation_section(prof: Profile, folders: dict[GridRun, Path], folds: Sequen
             "differences mean the paper's choice helps.", "", ablation_markdown(table), "", *not_run]
 
 
-def _lso_section(prof: Profile, folders: dict[GridRun, Path], preds: Frames, out: Path) -> list[str]:
-    held = group(folders, lambda r: (r.held_out, (r.model, r.loss)) if r.held_out else None)
+def _mitigation_section(prof: Profile, folders: dict[GridRun, Path], folds: Sequence[int], inner_val: bool,
+                        loss: str, default: list[pd.DataFrame] | None, out: Path) -> tuple[list[str], Frames]:
+    """The mitigation table, and the pooled predictions of each mitigation cell ``(model, loss, variant)``."""
+    runs = group(folders, lambda r: r.variant if is_mitigation(r.variant) and r.inner == inner_val
+                 and r.fold in folds and r.loss == loss and not r.held_out else None)
+    if default is None:
+        default = pooled_predictions(_grid(folders, folds, inner_val)[("pepx_resnet", loss)])
+    pooled = {name: pooled_predictions(r) for name, r in runs.items()}
+    table = mitigation_tests(default, pooled, prof.n_boot)
+    table.to_csv(out / "mitigations.csv", index=False)
+    lines = ["## Mitigations of source shortcuts", "",
+             f"PEPX-ResNet + {loss} with the profile's recipe (default) against the same network with each "
+             "mitigation, same folds, budget and seeds, pooled out-of-fold. Each cell: the mitigated figure "
+             "(mitigated − default [95 % paired patient-bootstrap CI]); accuracy also by exact McNemar, Holm "
+             "over this table. What each changes:", "",
+             *[f"- `{name}`: {describe_variant(name)}" for name in pooled], "",
+             mitigation_markdown(table), ""]
+    return lines, {("pepx_resnet", loss, name): frames for name, frames in pooled.items()}
+
+
+def _lso_section(prof: Profile, folders: dict[GridRun, Path], preds: Frames, mitigated: Frames,
+                 out: Path) -> list[str]:
+    """``mitigated``: pooled predictions of mitigation cells ``(model, loss, variant)`` (their in-distribution
+    accuracy for leave-source-out runs of the same variant)."""
+    held = group(folders, lambda r: (r.held_out, (r.model, r.loss, r.variant) if r.variant
+                                     else (r.model, r.loss)) if r.held_out else None)
     frames = {key: [read_predictions(p) for p in runs.values()] for key, runs in held.items()}
-    table = lso_table(frames, preds, prof.n_boot)
+    table = lso_table(frames, {**preds, **mitigated}, prof.n_boot)
     table.to_csv(out / "leave_source_out.csv", index=False)
     return ["## Leave-source-out (external sources)", "",
             "Each source with two or more classes held out of training and tested whole; beside it, the same "

@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 
 from pepx.data import confound_report, leak_check, load_split
-from pepx.evaluation.breakdown import BREAKDOWN_METRICS
+from pepx.evaluation.adults import adults_markdown
+from pepx.evaluation.breakdown import breakdown_sections
 from pepx.evaluation.evaluate import evaluate_predictions
 from pepx.evaluation.metrics import mean_predictions
-from pepx.evaluation.report import breakdown_markdown, fmt_ci, write_json
+from pepx.evaluation.report import fmt_ci, write_json
 from pepx.evaluation.stats import ALPHA
 from pepx.experiments.comparisons import (
     HEADLINE,
@@ -89,6 +90,7 @@ def reproduce(data: str | None = None, profile: str | Profile = "smoke", seeds: 
     timings = read_timings(out)
     total = time.perf_counter() - start
     lines = _report_head(prof, preds, summary, ensemble, head, train_seconds, total)
+    lines += adults_section(head, head_eval)
     lines += shortcut_warning(confounds.warnings)
     lines += tables_section(tables, "mean ± sd over seeds [95 % CI], final epoch, test split")
     lines += figures_section(has_abc)
@@ -144,10 +146,11 @@ def shortcut_warning(warnings: Sequence[str]) -> list[str]:
     if not warnings:
         return []
     return ["## Warning: the data let a shortcut through", "",
-            "In these test images a source or an age group on its own identifies a class (list below). A "
-            "network can then score by recognising the hospital, scanner or the patient's age instead "
-            "of the disease, and the tables measure that as much as pneumonia or COVID-19. Read them "
-            "with the per-source and per-age breakdowns further down.", "",
+            "In these test images a source, an age group or a view on its own identifies a class, or goes "
+            "with one (list below). A network can then score by recognising the hospital, scanner, view or "
+            "the patient's age instead of the disease, and the tables measure that as much as pneumonia or "
+            "COVID-19. Read them with the adults-only table and the per-source, per-age and per-view "
+            "breakdowns further down.", "",
             *[f"- {w}" for w in warnings], ""]
 
 
@@ -169,6 +172,9 @@ def breakdown_section(head: Cell, head_eval: dict) -> list[str]:
     lines = [f"## Breakdown of the headline model ({cell_label(head)})", "",
              "Full evaluation (confusion matrix, reliability diagram, ECE): [headline/report.md]"
              "(headline/report.md).", ""]
-    for col, groups in head_eval["breakdowns"].items():
-        lines += [f"### By {col}", "", breakdown_markdown(groups, BREAKDOWN_METRICS), ""]
-    return lines
+    return lines + breakdown_sections(head_eval["breakdowns"], heading="###")
+
+
+def adults_section(head: Cell, head_eval: dict) -> list[str]:
+    """The headline model's adults-only table (with its by-view table), beside the headline."""
+    return adults_markdown(head_eval["adults"], heading="##", whose=cell_label(head))

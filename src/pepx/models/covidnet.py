@@ -131,9 +131,13 @@ class COVIDNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.stage4(self.stage3(self.stage2(self.stage1(x))))
 
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """The MLP's last hidden layer [N, 256 x width] (``pre_logits``) or logits of the map ``x``."""
+        x = self.fc2(self.fc1(torch.flatten(self.pool(x), 1)))
+        return x if pre_logits else self.fc(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        x = torch.flatten(self.pool(self.forward_features(x)), 1)
-        return self.fc(self.fc2(self.fc1(x)))
+        return self.forward_head(self.forward_features(x))
 
 
 register_model(COVIDNet, name="covidnet")

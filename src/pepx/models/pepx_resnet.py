@@ -174,8 +174,13 @@ class PEPXResNet(nn.Module):
                 x = block(x, p if self.pepx_stream is not None else None)
         return x
 
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pooled features [N, num_features] (``pre_logits``) or logits of the last stage's map ``x``."""
+        x = torch.flatten(self.avgpool(x), 1)
+        return x if pre_logits else self.fc(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+        return self.forward_head(self.forward_features(x))
 
 
 register_model(PEPXResNet, name="pepx_resnet")

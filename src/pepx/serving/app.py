@@ -41,8 +41,11 @@ from swagger_ui_bundle import swagger_ui_path
 import pepx
 from pepx.data.io import MAX_PIXELS
 from pepx.serving.batching import DynamicBatcher, QueueFullError
+from pepx.serving.gate.dicom import read_tags
+from pepx.serving.gate.gate import GATE_OFF, GateResult
 from pepx.serving.gradcam import Explanation, overlay
 from pepx.serving.predictor import Predictor
+from pepx.serving.schema import PredictResponse
 from pepx.serving.uploads import BodyLimit, Upload, UploadError, decode, read_upload
 
 STATIC = Path(str(resources.files("pepx.serving").joinpath("static")))
@@ -87,7 +90,7 @@ class ServeSettings:
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
     """The application serving `predictor` (its batcher and thread pool run while the app's lifespan does)."""
     s = settings or ServeSettings()
-    batcher = DynamicBatcher(predictor.predict_tensor, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
+    batcher = DynamicBatcher(predictor.score_tensor, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
                              max_queue=s.max_queue)
     pool: dict[str, ThreadPoolExecutor] = {}
     bundle = predictor.bundle
@@ -116,7 +119,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     @v1.get("/health", summary="Liveness, model, runtime and batching counters")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": _model_id(predictor), "runtime": predictor.runtime,
-                "runtime_choice": s.runtime_info, "device": str(predictor.device),
+                "gate": predictor.gate_status, "runtime_choice": s.runtime_info,
+                "device": str(predictor.device),
                 "batching": batcher.stats(), "uptime_s": round(time.time() - started, 1)}
 
     @v1.get("/model", summary="The model card (Markdown) and config.json")
@@ -124,12 +128,15 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         return {**_model_id(predictor), "classes": list(bundle.classes),
                 "class_display": list(bundle.config.get("class_display") or bundle.classes),
                 "image_size": bundle.image_size, "runtime": predictor.runtime, "notice": NOTICE,
+                "gate": predictor.gate_status,
                 "limits": {"max_upload_mb": s.max_upload_mb, "max_files": s.max_files,
                            "accepted": ["image/png", "image/jpeg", "application/dicom"]},
                 "card": bundle.card, "config": bundle.config}
 
     @v1.post("/predict", summary="Classify one or more chest X-rays",
-             responses={413: {"description": "request, file or decoded image too large"},
+             responses={200: {"model": PredictResponse, "description": "one entry per file; the input gate's "
+                              "verdict on each image read"},
+                        413: {"description": "request, file or decoded image too large"},
                         415: {"description": "not PNG, JPEG or DICOM (judged by the bytes)"},
                         422: {"description": "empty, truncated or undecodable file; DICOM without pixels"},
                         503: {"description": "inference queue full; see Retry-After"}})
@@ -154,8 +161,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-        body = {"model": _model_id(predictor), "runtime": predictor.runtime, "notice": NOTICE,
-                "predictions": results, "timing_ms": {"total": _ms(t0)}}
+        body = {"model": _model_id(predictor), "runtime": predictor.runtime, "gate": predictor.gate_status,
+                "notice": NOTICE, "predictions": results, "timing_ms": {"total": _ms(t0)}}
         if any(r["status"] == "ok" for r in results):
             return body
         first = results[0]
@@ -168,17 +175,18 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         try:
-            x, image, kind = await loop.run_in_executor(pool["decode"], _prepare, predictor, item,
-                                                        s.max_pixels)
+            x, image, kind, tags = await loop.run_in_executor(pool["decode"], _prepare, predictor, item,
+                                                              s.max_pixels)
         except UploadError as err:
             return _error(err)
         decode_ms = _ms(t0)
         res = await asyncio.wrap_future(batcher.submit(x))
-        out = _prediction_json(predictor, item.filename, res.probabilities)
+        gate = (res.extra or GATE_OFF).with_dicom(tags)
+        out = _prediction_json(predictor, item.filename, res.probabilities, gate)
         out.update(media_type=kind, batch_size=res.batch_size,
                    timing_ms={"decode": decode_ms, "queue": round(res.queue_ms, 2),
                               "inference": round(res.inference_ms, 2)})
-        if cam:
+        if cam and out["label"] is not None:  # a rejected image has no class to explain
             t1 = time.perf_counter()
             index = int(np.argmax(res.probabilities))
             out["cam"] = await loop.run_in_executor(pool["decode"], _cam_pictures, predictor, image, index,
@@ -234,18 +242,25 @@ def _error(err: UploadError) -> dict[str, Any]:
 
 def _prepare(predictor: Predictor, upload: Upload, max_pixels: int):
     image, kind = decode(upload, max_pixels)
+    tags = read_tags(upload.data) if kind == "application/dicom" and predictor.gate is not None else {}
     try:
-        return predictor.preprocess(image), image, kind
+        return predictor.preprocess(image), image, kind, tags
     except ValueError as err:
         raise UploadError(422, upload.filename, str(err)) from None
 
 
-def _prediction_json(predictor: Predictor, filename: str, probs: np.ndarray) -> dict[str, Any]:
-    pred = predictor._prediction(filename, probs)  # Predictor's own label and operating-point flags
+def _prediction_json(predictor: Predictor, filename: str, probs: np.ndarray,
+                     gate: GateResult = GATE_OFF) -> dict[str, Any]:
+    """`schema.PredictionOut`'s fields (less media type and timing), from Predictor's own label,
+    operating-point flags and gate handling."""
+    pred = predictor._prediction(filename, probs, gate)
     display = dict(zip(predictor.classes, predictor.bundle.config.get("class_display") or predictor.classes,
                        strict=True))
-    return {"filename": filename, "status": "ok", "label": pred.label, "label_display": display[pred.label],
-            "probabilities": pred.probabilities, "flagged": list(pred.flagged)}
+    row = pred.to_row()
+    return {"filename": filename, "status": "ok", "label": pred.label,
+            "label_display": display.get(pred.label) if pred.label else None,
+            "probabilities": pred.probabilities, "flagged": list(pred.flagged),
+            **{k: row[k] for k in ("gate", "gate_score", "gate_distance", "gate_reason")}}
 
 
 def _cam_pictures(predictor: Predictor, image: np.ndarray, class_index: int, size: int) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,12 +44,14 @@ class QueueFullError(RuntimeError):
 @dataclass(frozen=True)
 class BatchResult:
     """One image's output: its probabilities row, the time it waited in the queue and the forward pass it
-    shared (milliseconds), and how many images that pass held."""
+    shared (milliseconds), how many images that pass held, and `extra`: its item of the second sequence when
+    `predict` returns `(probabilities, extras)` (e.g. `Predictor.score_tensor`'s gate verdicts), else None."""
 
     probabilities: np.ndarray
     queue_ms: float
     inference_ms: float
     batch_size: int
+    extra: Any = None
 
 
 @dataclass
@@ -63,14 +66,15 @@ class DynamicBatcher:
 
     Args:
         predict: the batched model call, e.g. `Predictor.predict_tensor` (must be thread-safe when
-            `workers > 1`).
+            `workers > 1`); it returns probabilities [N, K], or `(probabilities, extras)` with one extra per
+            image (`Predictor.score_tensor`: the gate's verdicts).
         max_batch: most images in one forward pass; 1 turns batching off.
         max_wait_ms: longest wait for more images once one is waiting.
         max_queue: most images waiting; beyond it `submit` raises `QueueFullError`.
         workers: inference threads pulling from the queue.
     """
 
-    def __init__(self, predict: Callable[[torch.Tensor], np.ndarray], max_batch: int = 16,
+    def __init__(self, predict: Callable[[torch.Tensor], Any], max_batch: int = 16,
                  max_wait_ms: float = 5.0, max_queue: int = 64, workers: int = 1) -> None:
         if max_batch < 1 or max_queue < 1 or workers < 1 or max_wait_ms < 0:
             raise ConfigError("max_batch, max_queue and workers must be >= 1 and max_wait_ms >= 0")
@@ -169,7 +173,7 @@ class DynamicBatcher:
             return
         start = time.perf_counter()
         try:
-            probs = self.predict(torch.stack([item.x for item in live]))
+            output = self.predict(torch.stack([item.x for item in live]))
         except BaseException as err:  # a failed pass fails its requests, never the thread
             for item in live:
                 item.future.set_exception(err)
@@ -181,9 +185,10 @@ class DynamicBatcher:
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(live))
             self._item_seconds = 0.8 * self._item_seconds + 0.2 * seconds / len(live)
-        for item, row in zip(live, probs, strict=True):
+        probs, extras = output if isinstance(output, tuple) else (output, [None] * len(live))
+        for item, row, extra in zip(live, probs, extras, strict=True):
             item.future.set_result(BatchResult(np.asarray(row), (start - item.queued_at) * 1000.0,
-                                               seconds * 1000.0, len(live)))
+                                               seconds * 1000.0, len(live), extra))
 
 
 __all__ = ["BatchResult", "DynamicBatcher", "QueueFullError"]

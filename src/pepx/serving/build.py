@@ -8,7 +8,9 @@
 4. the test evaluation of the calibrated bundle (`evaluate_predictions`: metrics, AUROC, per source and age,
    with patient-bootstrap CIs), calibration before/after, the operating points' test sensitivity and
    specificity, and a handful of reference predictions;
-5. config.json and the model card; the evaluation files go to `report_dir` (default `RUN/bundle_report`).
+5. config.json and the model card; the evaluation files go to `report_dir` (default `RUN/bundle_report`);
+6. the input gate (`pepx.serving.gate`): fitted on the run's train / val films, measured on its test films
+   (report in `report_dir/gate`); a run too small for one gets none, and says so.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from pepx.evaluation.plots import plot_reliability_pair
 from pepx.evaluation.roc import sens_spec, threshold_for_sensitivity
 from pepx.serving.bundle import Bundle, bundle_config, round_like_bundle, write_bundle
 from pepx.serving.card import model_card
+from pepx.serving.gate.card import with_gate_card
+from pepx.serving.gate.commands import fit_and_report
 from pepx.serving.predictor import Predictor
 from pepx.serving.runs import RunInfo, read_run
 
@@ -58,6 +62,10 @@ class BuildResult:
             lines.append(f"operating point {cls}: p >= {p['threshold']:.3f} (validation sensitivity "
                          f"{p['val_sensitivity']:.3f}); test sensitivity {t['sensitivity']:.3f}, specificity "
                          f"{t['specificity']:.3f}")
+        gate = self.bundle.gate
+        lines.append(f"input gate: {s.get('gate', 'off')}" + (
+            f" (rejected at score >= {gate.reject:.3f}, unfamiliar at distance >= {gate.unfamiliar:.3f})"
+            if gate else ""))
         lines.append(f"model card: {self.bundle.path / 'README.md'}; evaluation: {self.report_dir}")
         return "\n".join(lines)
 
@@ -87,7 +95,7 @@ def predictor_from_run(run_dir: str | Path, runtime: str = "torch", device: str 
     run = read_run(run_dir)
     cfg = run.config
     config = bundle_config(cfg.model, cfg.model_kwargs, image_size=cfg.image_size, in_chans=cfg.in_chans,
-                           preprocess=getattr(cfg, "preprocess", None), bundle_id=f"run {run.path.name}",
+                           preprocess=cfg.preprocess_settings(), bundle_id=f"run {run.path.name}",
                            version="uncalibrated")
     with tempfile.TemporaryDirectory() as tmp:
         return Predictor(write_bundle(run.model, tmp, config, half=False), runtime=runtime, device=device)
@@ -109,7 +117,7 @@ def _labels(frame: pd.DataFrame) -> np.ndarray:
 def predictions_frame(frame: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
     """`predictions.csv` rows (pepx.training's columns) of `frame` with probabilities `probs`."""
     out = pd.DataFrame({c: frame[c].to_numpy() if c in frame else pd.NA
-                        for c in ("path", "label", "patient_id", "source", "age_group", "split")})
+                        for c in ("path", "label", "patient_id", "source", "age_group", "view", "split")})
     out["y_true"], out["y_pred"] = _labels(frame), probs.argmax(1)
     for k, c in enumerate(CLASSES):
         out[f"prob_{c}"] = probs[:, k]
@@ -167,7 +175,8 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
                     version: str = "0.1.0", calibrate: str | None = None,
                     targets: dict[str, float] | None = None, half: bool = True, n_boot: int = N_BOOT,
                     report_dir: str | Path | None = None, n_checks: int = 4,
-                    command: str | None = None) -> BuildResult:
+                    command: str | None = None, gate: bool = True,
+                    gate_ood: str | Path | None = None) -> BuildResult:
     """Make the bundle `out` from the run folder `run_dir` (steps in the module docstring).
 
     Args:
@@ -179,6 +188,8 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
         half: store the large tensors as fp16. n_boot: bootstrap resamples of every CI.
         n_checks: reference test images per class recorded in config.json (the suite re-scores them).
         command: the command that trained the run, quoted in the card.
+        gate: fit the input gate; gate_ood: images of other kinds (cxr-ood layout) whose dev part it also
+            learns from (its test part is only scored).
     """
     run = read_run(run_dir)
     cfg = run.config
@@ -189,7 +200,7 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
     out = Path(out)
     report = Path(report_dir) if report_dir is not None else run.path / "bundle_report"
     base = bundle_config(cfg.model, cfg.model_kwargs, image_size=cfg.image_size, in_chans=cfg.in_chans,
-                         preprocess=getattr(cfg, "preprocess", None),
+                         preprocess=cfg.preprocess_settings(),
                          bundle_id=bundle_id or f"{cfg.model}-{cfg.loss}-{run.path.name}", version=version)
     model = round_like_bundle(run.model, half)
     with tempfile.TemporaryDirectory() as tmp:  # the uncalibrated bundle gives the logits
@@ -241,14 +252,28 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
               "test_metrics": _table_dict(pd.concat([evaluation["metrics"], evaluation["auroc"]])),
               "checks": {"data": cfg.data, "images": checks}}
     bundle = write_bundle(model, out, config, half=half)
+    gate_note = "off (--no-gate)"
+    if gate:
+        try:
+            bundle = fit_and_report(bundle, split, gate_ood, report / "gate", n_boot)
+            gate_note = "on"
+        except ConfigError as err:  # a run too small for a gate still gets its bundle
+            gate_note = f"not fitted ({err})"
+            print(f"gate: {gate_note}")
     summary = {"bundle": bundle.config, "bundle_dir": out.name, "run": run.path.name, "command": command,
                "train_config": cfg.to_dict(), "split_counts": counts.reset_index(),
                "leak": _leak_text(split), "confound_warnings": _warnings(split),
                "evaluation": evaluation, "calibration": {"temperature": temperature, "fitted_on": cal_what,
                                                          "table": cal_table},
-               "operating_points": points, "shortcut": _shortcut(preds, run.rows("train")), "checks": checks}
-    bundle = bundle.with_changes(card=model_card(summary))
+               "operating_points": points, "shortcut": _shortcut(preds, run.rows("train")), "checks": checks,
+               "gate": gate_note}
+    bundle = bundle.with_changes(card=model_card(summary) + _gate_card(bundle))
     return BuildResult(bundle.save(out), report, summary)
+
+
+def _gate_card(bundle: Bundle) -> str:
+    section = bundle.config.get("gate")
+    return "\n" + with_gate_card("", section).lstrip("\n") if section else ""
 
 
 def _number(v: float) -> float | int | None:

@@ -6,6 +6,8 @@
                           versions, and the sha256 of the weights
       model.safetensors   the weights (safetensors: loading never unpickles)
       README.md           the model card
+      gate.safetensors    optional: the input gate's fitted arrays (config.json's `gate` section names it
+                          with its sha256; `pepx.serving.gate.section`)
 
 `load_bundle(path)` checks the folder before anything runs: a missing or malformed file, an unknown format
 version, or weights whose sha256 differs from config.json's is a `BundleError` naming the bundle and the
@@ -36,6 +38,7 @@ import pepx
 from pepx.data.transforms import Preprocess
 from pepx.errors import BundleError
 from pepx.models import create_model
+from pepx.serving.gate.section import GATE_FILE, GATE_KEY, GateSection, read_gate_section
 
 FORMAT, FORMAT_VERSION = "pepx-bundle", 1
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
@@ -49,6 +52,8 @@ PREPROCESS_STEPS = (
     "inverted)",
     "remove the top `top_crop` fraction of rows; centre-crop to a square when `square`",
     "min-max stretch to uint8, resize to image_size x image_size (Pillow bilinear, reducing_gap=2.0)",
+    "`equalize: hist` = global histogram equalisation of that uint8 image: grey level g -> round(255 x share "
+    "of pixels <= g) (idempotent; pepx.data.transforms.equalize)",
     "divide by 255; `normalize: image` = subtract the image's mean, divide by its sd (min 1e-3)",
 )
 
@@ -64,12 +69,14 @@ def sha256_bytes(data: bytes) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Bundle:
-    """A loaded bundle: `config` (config.json), `card` (README.md) and the verified weights."""
+    """A loaded bundle: `config` (config.json), `card` (README.md), the verified weights and, when it has an
+    input gate, the gate's verified arrays (`gate_tensors`; None without a gate)."""
 
     path: Path
     config: dict[str, Any]
     card: str
     tensors: dict[str, torch.Tensor] = field(repr=False)
+    gate_tensors: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ what config.json says
     @property
@@ -107,6 +114,11 @@ class Bundle:
         return {c: float(p["threshold"]) for c, p in points.items()}
 
     @property
+    def gate(self) -> GateSection | None:
+        """The input gate's checked config section; None when the bundle has none (the gate is off)."""
+        return read_gate_section(self.config, self.path) if self.gate_tensors is not None else None
+
+    @property
     def sha256(self) -> str:
         return str(self.config["weights"]["sha256"])
 
@@ -131,13 +143,17 @@ class Bundle:
         return model.eval()
 
     def save(self, out: str | Path) -> Bundle:
-        """Write this bundle (same weights bytes, config, card) into the folder `out`; returns it loaded."""
-        return _write(Path(out), copy.deepcopy(self.config), self.tensors, self.card)
+        """Write this bundle (same weights bytes, config, card, gate) into the folder `out`; returns it
+        loaded."""
+        return _write(Path(out), copy.deepcopy(self.config), self.tensors, self.card, self.gate_tensors)
 
-    def with_changes(self, config: dict[str, Any] | None = None, card: str | None = None) -> Bundle:
-        """A copy in memory with `config` entries merged (top level) and/or a new card; `save` writes it."""
+    def with_changes(self, config: dict[str, Any] | None = None, card: str | None = None,
+                     gate_tensors: dict[str, torch.Tensor] | None = None) -> Bundle:
+        """A copy in memory with `config` entries merged (top level), a new card and/or new gate arrays (with
+        `config={"gate": ...}`); `save` writes it."""
         merged = {**copy.deepcopy(self.config), **(config or {})}
-        return Bundle(self.path, merged, self.card if card is None else card, self.tensors)
+        gate = self.gate_tensors if gate_tensors is None else gate_tensors
+        return Bundle(self.path, merged, self.card if card is None else card, self.tensors, gate)
 
 
 # ---------------------------------------------------------------------- writing
@@ -174,7 +190,7 @@ def bundle_config(model_name: str, model_kwargs: dict[str, Any], *, image_size: 
         list(classes),
         "input": {"image_size": int(image_size), "channels": int(in_chans), "layout": "NCHW float32"},
         "preprocess": {"settings": {"top_crop": settings.top_crop, "square": settings.square,
-                                    "normalize": settings.normalize},
+                                    "normalize": settings.normalize, "equalize": settings.equalize},
                        "steps": list(PREPROCESS_STEPS)},
         "calibration": {"method": "temperature", "temperature": float(temperature),
                         "probabilities": "softmax(logits / temperature)"},
@@ -191,15 +207,30 @@ def write_bundle(model: nn.Module, out: str | Path, config: dict[str, Any], card
     return _write(Path(out), copy.deepcopy(config), stored_tensors(model, half), card)
 
 
-def _write(out: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor], card: str) -> Bundle:
+def gate_file(tensors: dict[str, torch.Tensor]) -> tuple[bytes, dict[str, Any]]:
+    """The gate's arrays as safetensors bytes and config.json's entries naming them (file, sha256, bytes)."""
+    data = save_safetensors({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": "pt"})
+    return data, {"file": GATE_FILE, "sha256": sha256_bytes(data), "bytes": len(data)}
+
+
+def _write(out: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor], card: str,
+           gate_tensors: dict[str, torch.Tensor] | None = None) -> Bundle:
     # one metadata key only: safetensors writes a metadata map in no fixed order, and the bytes must repeat
     data = save_safetensors(tensors, metadata={"format": "pt"})
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in tensors.values()})
     config["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_bytes(data), "bytes": len(data),
                          "dtypes": dtypes, "parameters": int(sum(v.numel() for v in tensors.values()
                                                                  if v.is_floating_point()))}
+    gate_data = None
+    if gate_tensors is None:
+        config.pop(GATE_KEY, None)  # a gate section without its arrays would not load
+    else:
+        gate_data, entry = gate_file(gate_tensors)
+        config[GATE_KEY] = {**config.get(GATE_KEY, {}), **entry}
     out.mkdir(parents=True, exist_ok=True)
     (out / WEIGHTS_FILE).write_bytes(data)
+    if gate_data is not None:
+        (out / GATE_FILE).write_bytes(gate_data)
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
     (out / CARD_FILE).write_text(card if card.endswith("\n") or not card else card + "\n")
     return load_bundle(out)
@@ -244,7 +275,22 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise BundleError(f"{root}: {weights.name} is not a readable safetensors file ({err})") from None
     card = (root / CARD_FILE).read_text() if (root / CARD_FILE).is_file() else ""
-    return Bundle(root, config, card, tensors)
+    return Bundle(root, config, card, tensors, _read_gate(root, read_gate_section(config, root)))
+
+
+def _read_gate(root: Path, section: GateSection | None) -> dict[str, torch.Tensor] | None:
+    """The gate's arrays, checked against config.json's sha256; None for a bundle without a gate."""
+    if section is None:
+        return None
+    file = root / section.file
+    data = file.read_bytes() if file.is_file() else b""
+    if sha256_bytes(data) != section.sha256:
+        raise BundleError(f"{root}: the gate's {section.file} is missing or fails its checksum: refit it "
+                          "(`pepx gate fit`) or remove config.json's gate section")
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise BundleError(f"{root}: {section.file} is not a readable safetensors file ({err})") from None
 
 
 def _read_config(root: Path) -> dict[str, Any]:

@@ -42,15 +42,21 @@ def _looks_like_image(path: Path) -> bool:
     return suffix in IMAGE_SUFFIXES or (suffix == "" and is_dicom(path))
 
 
-def predictions_table(preds: Sequence[Prediction]) -> pd.DataFrame:
-    return pd.DataFrame([p.to_row() for p in preds])
+def predictions_table(preds: Sequence[Prediction], classes: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per prediction (`Prediction.to_row`); with `classes`, every `prob_<class>` column is there
+    even when no row has probabilities (all unreadable or rejected)."""
+    table = pd.DataFrame([p.to_row() for p in preds])
+    if classes:
+        head = ["source", "status", "label", *(f"prob_{c}" for c in classes)]
+        table = table.reindex(columns=head + [c for c in table.columns if c not in head])
+    return table
 
 
 def write_predictions(preds: Sequence[Prediction], out: str | Path,
-                      extra: dict[str, list] | None = None) -> Path:
+                      extra: dict[str, list] | None = None, classes: Sequence[str] = ()) -> Path:
     """All rows into `out`: `.csv` (one row per input) or `.json` (a list of row objects)."""
     out = Path(out)
-    table = predictions_table(preds)
+    table = predictions_table(preds, classes)
     for name, values in (extra or {}).items():
         table[name] = values
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -65,12 +71,19 @@ def write_predictions(preds: Sequence[Prediction], out: str | Path,
 
 
 def print_table(preds: Sequence[Prediction]) -> str:
-    """A short Markdown table for the terminal: source, label, probabilities (3 decimals), flagged / error."""
+    """A short Markdown table for the terminal: source, label, probabilities (3 decimals), the gate's verdict
+    (when it is on), flagged / error / the gate's reason."""
+    gated = any(p.gate.outcome != "off" for p in preds)
     rows = []
     for p in preds:
         row = {"image": p.source, "class": p.label or "-"}
         row.update({c: f"{v:.3f}" for c, v in p.probabilities.items()} if p.status == "ok" else {})
-        row["note"] = ("flagged: " + ", ".join(p.flagged)) if p.flagged else (p.error or "")
+        if gated:
+            row["gate"] = p.gate.outcome if p.status == "ok" else ""
+        notes = [("flagged: " + ", ".join(p.flagged)) if p.flagged else (p.error or "")]
+        if p.gate.outcome in ("rejected", "unfamiliar"):
+            notes.append(p.gate.reason or "")
+        row["note"] = "; ".join(n for n in notes if n)
         rows.append(row)
     return markdown_table(pd.DataFrame(rows).fillna(""))
 
@@ -95,14 +108,14 @@ def write_cams(predictor: Predictor, preds: Sequence[Prediction], folder: str | 
                alpha: float = 0.5) -> list[str | None]:
     """For each readable input: `NAME.png` (the radiograph with the heat map of `class_name`, default the
     predicted class) and `NAME.npy` (the raw map over the network's input, float32 [S, S]). Returns each
-    row's PNG path (None for error rows)."""
+    row's PNG path (None for error rows and films the gate rejected)."""
     folder = Path(folder)
     index = None if class_name is None else predictor.classes.index(class_name)
-    ok = [p for p in preds if p.status == "ok"]
+    ok = [p for p in preds if p.status == "ok" and p.label is not None]  # a rejected film has no class
     names = dict(zip([p.source for p in ok], cam_names([p.source for p in ok]), strict=True))
     written: list[str | None] = []
     for p in preds:
-        if p.status != "ok":
+        if p.status != "ok" or p.label is None:
             written.append(None)
             continue
         try:
@@ -131,10 +144,10 @@ def report(predictor: Predictor, preds: Sequence[Prediction], out: str | Path | 
     cams = write_cams(predictor, preds, cam, cam_class, cam_layer) if cam else None
     bundle = predictor.bundle
     if out:
-        written = write_predictions(preds, out, {"cam": cams} if cams else None)
+        written = write_predictions(preds, out, {"cam": cams} if cams else None, predictor.classes)
         lines = [f"{bundle.id} {bundle.version}: wrote {len(preds)} rows to {written} ({n_ok} predicted, "
                  f"{len(preds) - n_ok} unreadable)"]
     else:
-        lines = [f"{bundle.id} {bundle.version} (calibrated probabilities; research use only)",
-                 print_table(preds)]
+        lines = [f"{bundle.id} {bundle.version} (calibrated probabilities; input gate "
+                 f"{predictor.gate_status}; research use only)", print_table(preds)]
     return lines + ([f"Grad-CAM overlays and maps: {cam}"] if cams else [])

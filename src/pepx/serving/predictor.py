@@ -8,6 +8,9 @@ Preprocessing is `pepx.data`'s own (`crop_resize` to the bundle's size, then per
 bundle scores images exactly as its training run's evaluation did. Probabilities are `softmax(logits / T)`
 with the bundle's temperature T. `predict_tensor` holds no state between calls and may be called from several
 threads at once; `explain` runs on a private copy of the network under a lock, so it never disturbs them.
+
+When the bundle has an input gate (`pepx.serving.gate`) and `gate=True` (the default), every prediction
+carries the gate's verdict: `rejected` films get no class, `unfamiliar` ones keep theirs with the reason.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import torch
 from tqdm import tqdm
 
 from pepx.data.errors import DataError
-from pepx.data.io import read_image
+from pepx.data.io import is_dicom, read_image
 from pepx.data.transforms import model_input
 from pepx.errors import ConfigError
 from pepx.serving.bundle import Bundle, load_bundle
 from pepx.serving.export import onnx_session
+from pepx.serving.gate.dicom import read_tags
+from pepx.serving.gate.gate import GATE_OFF, Gate, GateResult
 from pepx.serving.gradcam import Explanation, default_layer, grad_cam, to_image_frame
 
 RUNTIMES = ("torch", "onnx")
@@ -40,7 +45,9 @@ Progress = bool | Callable[[int, int], Any] | None
 @dataclass(frozen=True)
 class Prediction:
     """One input's result. `status` is "ok" or "error"; on error `label` is None, `probabilities` empty and
-    `error` says why. `flagged`: classes at or above their bundle operating point."""
+    `error` says why. `flagged`: classes at or above their bundle operating point. `gate`: the input gate's
+    verdict (`GateResult`: `.outcome` ok / unfamiliar / rejected / off, `.score`, `.distance`, `.reason`); a
+    rejected film has no label and no probabilities."""
 
     source: str
     label: str | None
@@ -48,13 +55,18 @@ class Prediction:
     status: str = "ok"
     error: str | None = None
     flagged: tuple[str, ...] = ()
+    gate: GateResult = GATE_OFF
 
     def to_row(self) -> dict[str, Any]:
-        """Flat dict for CSV / JSON: source, status, label, prob_<class>..., flagged, error."""
+        """Flat dict for CSV / JSON: source, status, label, prob_<class>..., flagged, error, gate,
+        gate_score, gate_distance, gate_reason."""
         row: dict[str, Any] = {"source": self.source, "status": self.status, "label": self.label}
         row.update({f"prob_{c}": p for c, p in self.probabilities.items()})
         row["flagged"] = ";".join(self.flagged)
         row["error"] = self.error
+        g = self.gate
+        row.update(gate=g.outcome if self.status == "ok" else None, gate_score=g.score,
+                   gate_distance=g.distance, gate_reason=g.reason)
         return row
 
 
@@ -68,10 +80,12 @@ class Predictor:
         device: torch device (default: CUDA when present, else the CPU).
         channels_last: run the torch network in channels-last memory format (often faster on CPUs; the
             numbers agree to ~1e-6, not bit for bit).
+        gate: run the bundle's input gate, when it has one (`--no-gate`: False). With `runtime="onnx"` the
+            gate reads its features from the torch network (a second forward pass).
     """
 
     def __init__(self, bundle: Bundle, runtime: str = "torch", device: str | torch.device | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, gate: bool = True) -> None:
         if runtime not in RUNTIMES:
             raise ConfigError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         self.bundle = bundle
@@ -89,12 +103,16 @@ class Predictor:
             self._session = onnx_session(bundle)
         self._cam_model: torch.nn.Module | None = None
         self._cam_lock = threading.Lock()
+        section = bundle.gate if gate else None
+        self.gate = Gate(section, bundle.gate_tensors, self._model) if gate and section is not None else None
+        self.gate_status = ("on" if self.gate is not None else "off (turned off)" if not gate
+                            else "off (this bundle has no gate: `pepx gate fit` makes one)")
 
     @classmethod
     def from_bundle(cls, path: str | Path | None = None, runtime: str = "torch",
-                    device: str | torch.device | None = None) -> Predictor:
+                    device: str | torch.device | None = None, gate: bool = True) -> Predictor:
         """Load the bundle folder `path` (None: the bundle shipped with pepx) and wrap it."""
-        return cls(load_bundle(path), runtime=runtime, device=device)
+        return cls(load_bundle(path), runtime=runtime, device=device, gate=gate)
 
     # ------------------------------------------------------------------ pieces
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
@@ -115,6 +133,17 @@ class Predictor:
             return np.asarray(logits, dtype=np.float32)
         with torch.inference_mode():
             return self._model(self._to_device(x)).float().cpu().numpy()
+
+    def score_tensor(self, x: torch.Tensor) -> tuple[np.ndarray, list[GateResult]]:
+        """Preprocessed inputs [N, 1, S, S] -> (calibrated probabilities [N, C], the gate's verdict on each);
+        one forward pass (torch runtime). Verdicts are `GATE_OFF` when there is no gate. Thread-safe."""
+        if self.gate is None:
+            return self.predict_tensor(x), [GATE_OFF] * len(x)
+        self._check_input(x)
+        logits, verdicts = self.gate.run(self._to_device(x))
+        if self._session is not None:  # ONNX Runtime's logits; the gate's features came from torch
+            logits = self.predict_logits(x)
+        return torch.softmax(torch.from_numpy(logits) / self.temperature, dim=1).numpy(), verdicts
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.float().to(self.device).contiguous(memory_format=self._format)
@@ -141,26 +170,31 @@ class Predictor:
 
     def _predict_chunk(self, chunk: list[str | Path | np.ndarray], offset: int) -> list[Prediction]:
         out: list[Prediction | None] = [None] * len(chunk)
-        tensors, where = [], []
+        tensors, where, tags = [], [], []
         for i, item in enumerate(chunk):
             name = _name(item, offset + i)
             try:
                 image = item if isinstance(item, np.ndarray) else read_image(item)
                 tensors.append(self.preprocess(image))
                 where.append(i)
+                dicom = self.gate is not None and not isinstance(item, np.ndarray) and is_dicom(item)
+                tags.append(read_tags(item) if dicom else {})
             except (DataError, ValueError, OSError) as err:
                 reason = getattr(err, "reason", None) or str(err)
                 out[i] = Prediction(name, None, {}, status="error", error=reason)
         if tensors:
-            probs = self.predict_tensor(torch.stack(tensors))
-            for i, p in zip(where, probs, strict=True):
-                out[i] = self._prediction(_name(chunk[i], offset + i), p)
+            probs, verdicts = self.score_tensor(torch.stack(tensors))
+            for i, p, g, t in zip(where, probs, verdicts, tags, strict=True):
+                out[i] = self._prediction(_name(chunk[i], offset + i), p, g.with_dicom(t))
         return [p for p in out if p is not None]
 
-    def _prediction(self, source: str, probs: np.ndarray) -> Prediction:
+    def _prediction(self, source: str, probs: np.ndarray, gate: GateResult = GATE_OFF) -> Prediction:
+        """The Prediction of one row of probabilities and its gate verdict (a rejected film gets no class)."""
+        if gate.rejected:
+            return Prediction(source, None, {}, gate=gate)
         values = {c: float(v) for c, v in zip(self.classes, probs, strict=True)}
         flagged = tuple(c for c, t in self._thresholds.items() if values.get(c, 0.0) >= t)
-        return Prediction(source, self.classes[int(np.argmax(probs))], values, flagged=flagged)
+        return Prediction(source, self.classes[int(np.argmax(probs))], values, flagged=flagged, gate=gate)
 
     # ------------------------------------------------------------------ Grad-CAM
     def explain(self, image: np.ndarray, class_index: int | None = None,

@@ -32,21 +32,22 @@ PROBE_BATCH, PROBE_REPEATS = 4, 3
 
 
 def load_predictor(model: str | Path | None = None, runtime: str = "auto", device: str | None = None,
-                   channels_last: bool = False) -> tuple[Predictor, dict[str, Any]]:
+                   channels_last: bool = False, gate: bool = True) -> tuple[Predictor, dict[str, Any]]:
     """The `Predictor` to serve the bundle `model` (None: the shipped one) and how its runtime was chosen.
     `channels_last` applies to the torch runtime (faster on many CPUs; agrees with `pepx predict` to ~1e-6
-    instead of bit for bit)."""
+    instead of bit for bit); `gate`: run the bundle's input gate. `auto` times each runtime with the gate on
+    (with ONNX the gate needs the torch network too, so torch usually wins then)."""
     if runtime not in RUNTIME_CHOICES:
         raise ConfigError(f"--runtime {runtime!r}: choose one of {', '.join(RUNTIME_CHOICES)}")
     bundle = load_bundle(model)
     if runtime != "auto":
-        predictor = Predictor(bundle, runtime=runtime, device=device, channels_last=channels_last)
+        predictor = Predictor(bundle, runtime=runtime, device=device, channels_last=channels_last, gate=gate)
         return predictor, {"runtime": runtime, "reason": "asked for", "channels_last": channels_last}
-    eager = Predictor(bundle, runtime="torch", device=device, channels_last=channels_last)
+    eager = Predictor(bundle, runtime="torch", device=device, channels_last=channels_last, gate=gate)
     why_not = _onnx_unavailable(bundle, eager)
     if why_not:
         return eager, {"runtime": "torch", "reason": why_not, "channels_last": channels_last}
-    onnx = Predictor(bundle, runtime="onnx", device=device)
+    onnx = Predictor(bundle, runtime="onnx", device=device, gate=gate)
     ms = {name: _ms_per_image(p) for name, p in (("torch", eager), ("onnx", onnx))}
     best = min(ms, key=ms.get)
     info = {"runtime": best, "reason": f"faster at startup on {PROBE_BATCH}-image batches",
@@ -66,11 +67,11 @@ def _ms_per_image(predictor: Predictor) -> float:
     size = predictor.image_size
     x = torch.randn(PROBE_BATCH, predictor.bundle.in_chans, size, size,
                     generator=torch.Generator().manual_seed(0))
-    predictor.predict_tensor(x)  # warm-up
+    predictor.score_tensor(x)  # warm-up
     times = []
     for _ in range(PROBE_REPEATS):
         t0 = time.perf_counter()
-        predictor.predict_tensor(x)
+        predictor.score_tensor(x)
         times.append(time.perf_counter() - t0)
     return 1000.0 * statistics.median(times) / PROBE_BATCH
 
@@ -86,20 +87,21 @@ def is_loopback(host: str) -> bool:
 
 def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, runtime: str = "auto",
           device: str | None = None, channels_last: bool = False, settings: ServeSettings | None = None,
-          log_level: str = "info") -> None:
+          log_level: str = "info", gate: bool = True) -> None:
     """Load the bundle, print where the page is, and serve until interrupted (uvicorn)."""
     settings = settings or ServeSettings()
     if not settings.token and not is_loopback(host):
         print(f"pepx serve: warning: listening on {host} without a token: anyone who can reach this port can "
               "use the model; set --token or $PEPX_TOKEN", file=sys.stderr)
-    predictor, info = load_predictor(model, runtime, device, channels_last)
+    predictor, info = load_predictor(model, runtime, device, channels_last, gate)
     settings = dataclasses.replace(settings, runtime_info=info)
     app = create_app(predictor, settings)
     bundle = predictor.bundle
     shown = f"[{host}]" if ":" in host else host
     print(f"pepx serve: {bundle.id} {bundle.version} from {bundle.path}; runtime {info['runtime']} "
           f"({info['reason']}); batching: up to {settings.max_batch} images, "
-          f"{settings.max_wait_ms:g} ms wait, queue {settings.max_queue}", flush=True)
+          f"{settings.max_wait_ms:g} ms wait, queue {settings.max_queue}; input gate {predictor.gate_status}",
+          flush=True)
     print(f"pepx serve: page http://{shown}:{port}/  API http://{shown}:{port}/docs  "
           f"token {'required' if settings.token else 'off'}. {NOTICE}", flush=True)
     # connections beyond the limit get uvicorn's 503 before their body is read

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from pepx.data.transforms import Preprocess
 from pepx.errors import ConfigError
 
 try:
@@ -25,7 +26,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "scheduler": ("cosine", "step", "none"),
     "accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "precision": ("auto", "32", "16-mixed", "bf16-mixed"),
+    "balanced_sampling": ("none", "class", "source-class"),
+    "domain_adversary": ("none", "source", "source-given-class"),
 }
+#: YAML booleans of `balanced_sampling` from before it named a scheme.
+_LEGACY_BALANCE = {"True": "class", "true": "class", "False": "none", "false": "none"}
 
 
 @dataclass
@@ -42,13 +47,25 @@ class TrainConfig:
         split: a split CSV (``pepx data split``); None draws one here with `balanced_split`.
         n_train, n_test, n_val, split_seed: images per class of the split drawn here, and its seed.
         image_size: input side in pixels; in_chans: input channels (1: pepx's images are grey).
+        preprocess: `pepx.data.Preprocess` fields, e.g. ``{"equalize": "hist"}`` (histogram equalisation of
+            every film, in training and in the bundle); empty = the defaults.
         augment: `CXRDataset` augmentation; cache_dir: the decoded-image cache (default ``$PEPX_CACHE``).
+        augment_acquisition: also draw acquisition changes (gamma, blur, noise, JPEG, resampling, crop,
+            borders, burnt-in text: `pepx.data.acquisition`) for every training view.
         eval_splits: splits evaluated after every epoch (``val`` and/or ``test``).
         epochs, batch_size, eval_batch_size: epochs; per-process batch sizes (eval default: 2 x batch).
         optimizer, lr, weight_decay, momentum: ``adam`` / ``adamw`` / ``sgd`` and their settings.
         scheduler, lr_step_size, lr_gamma: per-epoch ``cosine``, ``step`` (every ``lr_step_size`` epochs,
             times ``lr_gamma``) or ``none``.
-        balanced_sampling: draw training images with probability 1 / class count.
+        balanced_sampling: ``none`` (shuffle), ``class`` (probability 1 / class count) or ``source-class``
+            (classes balanced, and within a class the sources by the square root of their counts:
+            `pepx.training.sampler`); ``true`` / ``false`` mean ``class`` / ``none``.
+        domain_adversary: ``none``, ``source`` or ``source-given-class``: a gradient-reversal head predicts
+            each training image's ``domain_column`` (its source) from the penultimate features (Ganin &
+            Lempitsky 2015), so the features learn to carry less of it; ``source-given-class`` asks only
+            for what the class does not explain (one head per class). domain_adversary_weight: the reversed
+            gradient's final scale (ramped up from 0 as in Ganin et al., who end at 1.0; 0.5 here, not tuned:
+            the focal loss's gradients are smaller than a cross-entropy's).
         ema_decay: exponential moving average of the weights (None: off; e.g. 0.99); evaluation and the saved
             model use the average.
         seed, deterministic: the run's seed; deterministic algorithms (warn-only) and no cuDNN autotuning.
@@ -73,7 +90,9 @@ class TrainConfig:
     split_seed: int = 0
     image_size: int = 128
     in_chans: int = 1
+    preprocess: dict[str, Any] = field(default_factory=dict)
     augment: bool = False
+    augment_acquisition: bool = False
     cache_dir: str | None = None
     eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])
     # optimisation
@@ -87,7 +106,10 @@ class TrainConfig:
     scheduler: str = "cosine"
     lr_step_size: int = 10
     lr_gamma: float = 0.1
-    balanced_sampling: bool = False
+    balanced_sampling: str = "none"
+    domain_adversary: str = "none"
+    domain_adversary_weight: float = 0.5
+    domain_column: str = "source"
     # exponential moving average of the weights (and BN statistics), updated every step; evaluation and the
     # saved model use the average. None = off; e.g. 0.99 ~ an average over the last ~100 steps.
     ema_decay: float | None = None
@@ -106,6 +128,7 @@ class TrainConfig:
     progress: bool | None = None
 
     def __post_init__(self) -> None:
+        self.balanced_sampling = _LEGACY_BALANCE.get(str(self.balanced_sampling), self.balanced_sampling)
         self.validate()
 
     # ------------------------------------------------------------------ checks
@@ -132,15 +155,24 @@ class TrainConfig:
         for name in ("lr", "lr_gamma"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "momentum"):
+        for name in ("weight_decay", "momentum", "domain_adversary_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         _check_devices(self.devices)
+        if self.preprocess:
+            self.preprocess_settings()
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in (0, 1) or empty, got {self.ema_decay}")
         bad = [s for s in self.eval_splits if s not in ("val", "test")]
         if bad:
             raise ConfigError(f"eval_splits: unknown {bad}; use val and/or test")
+
+    def preprocess_settings(self) -> Preprocess:
+        """`preprocess` as a `pepx.data.Preprocess` (`ConfigError` naming the bad setting)."""
+        try:
+            return Preprocess.from_any(self.preprocess)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"preprocess: {err}") from None
 
     # ------------------------------------------------------------------ construction
     @classmethod

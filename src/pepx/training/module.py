@@ -16,6 +16,7 @@ from torchmetrics.classification import (
 )
 
 from pepx import CLASSES
+from pepx.training.adversary import DomainAdversary, ganin_ramp
 from pepx.training.config import TrainConfig
 
 
@@ -51,16 +52,26 @@ class SplitMetrics(nn.Module):
 
 
 class TrainModule(L.LightningModule):
-    """Trains `model` with `loss_fn`; evaluates each of `eval_names` (one val dataloader each) every epoch."""
+    """Trains `model` with `loss_fn`; evaluates each of `eval_names` (one val dataloader each) every epoch.
+
+    With ``num_domains`` > 1 and ``config.domain_adversary`` set, training batches carry each image's domain
+    and a `DomainAdversary` on the penultimate features adds its loss (Ganin's ramp over the run times
+    ``config.domain_adversary_weight`` scales the reversed gradient); ``train_domain_acc`` is logged. The
+    adversary is not part of `model`, so saved weights and bundles hold the classifier alone.
+    """
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, config: TrainConfig,
-                 eval_names: list[str]) -> None:
+                 eval_names: list[str], num_domains: int = 0) -> None:
         super().__init__()
         self.model, self.loss_fn, self.config = model, loss_fn, config
         self.eval_names = list(eval_names)
         num_classes = len(CLASSES)
         self.train_loss = MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.adversary = (DomainAdversary(model.fc.in_features, num_domains, num_classes,
+                                          conditional=config.domain_adversary == "source-given-class")
+                          if config.domain_adversary != "none" and num_domains > 1 else None)
+        self.train_domain_acc = MeanMetric()
         self.eval_metrics = nn.ModuleDict({name: SplitMetrics(num_classes) for name in self.eval_names})
         self.epoch_lr = float("nan")
         if config.channels_last:
@@ -77,14 +88,30 @@ class TrainModule(L.LightningModule):
         torch.manual_seed(self.config.seed * 1_000_003 + self.current_epoch * 1_009 + self.global_rank)
         self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        if self.adversary is None:
+            logits, domain_loss = self(x), None
+        else:
+            logits, domain_loss = self._adversarial_forward(x, y, batch[2])
         loss = self.loss_fn(logits.float(), y)
-        self.train_loss.update(loss.detach(), weight=y.numel())
+        self.train_loss.update(loss.detach(), weight=y.numel())  # class loss alone: comparable
         self.train_acc.update(logits.detach().argmax(dim=1), y)
         self.log("loss", loss.detach(), prog_bar=True, logger=False)
-        return loss
+        return loss if domain_loss is None else loss + domain_loss
+
+    def _adversarial_forward(self, x: torch.Tensor, y: torch.Tensor, domain: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits and the domain adversary's loss (its reversed gradient reaches the features)."""
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        features = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        logits = self.model.fc(features)
+        total = max(1, self.trainer.estimated_stepping_batches)
+        scale = self.config.domain_adversary_weight * ganin_ramp(self.global_step / total)
+        domain_loss, correct = self.adversary.loss(features.float(), y, domain, scale)
+        self.train_domain_acc.update(correct.float() / len(y), weight=len(y))
+        return logits, domain_loss
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int,
@@ -97,8 +124,11 @@ class TrainModule(L.LightningModule):
         """This epoch's train and eval metrics as one flat row (a collective call under DDP); resets them."""
         row = {"train_loss": self.train_loss.compute().item(), "train_acc": self.train_acc.compute().item(),
                "lr": self.epoch_lr}
+        if self.adversary is not None:
+            row["train_domain_acc"] = self.train_domain_acc.compute().item()
         self.train_loss.reset()
         self.train_acc.reset()
+        self.train_domain_acc.reset()
         for name in self.eval_names:
             row.update(self.eval_metrics[name].compute(name))
         return row
@@ -106,7 +136,7 @@ class TrainModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
         c = self.config
-        params = self.model.parameters()
+        params = self.parameters()  # the model's, and the domain adversary's when there is one
         if c.optimizer == "sgd":
             opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum,
                                                          weight_decay=c.weight_decay)

@@ -25,12 +25,12 @@ from torch.utils.data import DataLoader
 
 from pepx import CLASSES
 from pepx.data import DataError, balanced_split, load_source, load_split, save_split
-from pepx.errors import RunError
+from pepx.errors import ConfigError, RunError
 from pepx.losses import create_loss
 from pepx.models import create_model
 from pepx.training.callbacks import EpochCheckpoint, RunWriter
 from pepx.training.config import TrainConfig
-from pepx.training.datamodule import CXRDataModule, loader_kwargs, make_dataset
+from pepx.training.datamodule import CXRDataModule, domain_codes, loader_kwargs, make_dataset, needs_domains
 from pepx.training.layout import RunLayout, atomic_path
 from pepx.training.module import TrainModule
 from pepx.training.preflight import check_config
@@ -38,8 +38,8 @@ from pepx.training.signals import GracefulStop
 
 #: Set by rank 0 before DDP launches workers, which re-run the same command line and need the same folder.
 RUN_DIR_ENV = "PEPX_RUN_DIR"
-PREDICTION_COLUMNS = ["path", "label", "patient_id", "source", "age_group", "split", "y_true", "y_pred",
-                      *[f"prob_{c}" for c in CLASSES]]
+PREDICTION_COLUMNS = ["path", "label", "patient_id", "source", "age_group", "view", "split", "y_true",
+                      "y_pred", *[f"prob_{c}" for c in CLASSES]]
 
 
 def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
@@ -71,8 +71,14 @@ def _draw_split(config: TrainConfig, layout: RunLayout, resume: bool) -> pd.Data
     else:
         split = balanced_split(load_source(config.data).manifest, config.n_train, config.n_test,
                                n_val=config.n_val, seed=config.split_seed)
-    if not (split["split"] == "train").any():
+    train = split[split["split"] == "train"]
+    if train.empty:
         raise DataError(f"{config.split or config.data}: the split has no train rows")
+    if needs_domains(config):
+        _, domains = domain_codes(train, config.domain_column)
+        if config.domain_adversary != "none" and len(domains) < 2:
+            raise ConfigError(f"domain_adversary={config.domain_adversary}: the training rows come from one "
+                              f"{config.domain_column} ({domains[0]}); there is no source to unlearn")
     return split
 
 
@@ -157,7 +163,7 @@ def fit(config: TrainConfig, out_dir: str | Path, resume: bool = False,
             L.seed_everything(config.seed, workers=True, verbose=False)
             data = CXRDataModule(config, split)
             module = TrainModule(build_model(config), create_loss(config.loss, **config.loss_kwargs), config,
-                                 data.eval_names)
+                                 data.eval_names, num_domains=len(data.domain_names))
             trainer = _trainer(config, layout, len(data.eval_names), [*callbacks, stop])
             ckpt = layout.checkpoint if resume and layout.checkpoint.exists() else None
             os.environ[RUN_DIR_ENV] = str(run_dir)
@@ -245,7 +251,7 @@ def predict(model: nn.Module, frame: pd.DataFrame, config: TrainConfig, batch_si
     model.train(was_training)
     p = torch.cat(probs).numpy() if probs else torch.empty(0, len(CLASSES)).numpy()
     out = pd.DataFrame({c: frame[c] if c in frame else pd.NA
-                        for c in ("path", "label", "patient_id", "source", "age_group", "split")})
+                        for c in PREDICTION_COLUMNS[:PREDICTION_COLUMNS.index("y_true")]})
     labels = frame["label"] if "label" in frame else [None] * len(frame)
     out["y_true"] = [CLASSES.index(v) if v in CLASSES else -1 for v in labels]
     out["y_pred"] = p.argmax(axis=1) if len(p) else []

@@ -9,18 +9,46 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 
+def sampling_weights(labels: torch.Tensor, balance: str, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Relative draw weight of each image for ``balance`` = ``class`` or ``source-class``.
+
+    ``class``: 1 / class count, so every class gets the same share. ``source-class`` (issue 15's mitigation
+    b): classes balanced, and within a class each group (source) gets a share proportional to the square root
+    of its size - equal shares would draw a 2-image source hundreds of times an epoch, natural shares leave a
+    class to the source that sends most of it; the images of a (class, source) cell share its mass equally.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if balance == "class":
+        return 1.0 / torch.bincount(labels).double()[labels]
+    groups = torch.as_tensor(groups, dtype=torch.long)
+    weights = torch.zeros(len(labels), dtype=torch.float64)
+    for cls in labels.unique():
+        in_cls = labels == cls
+        counts = torch.bincount(groups[in_cls]).double()
+        n = counts[groups[in_cls]]  # images in each image's (class, source) cell
+        weights[in_cls] = n.sqrt() / counts[counts > 0].sqrt().sum() / n  # sums to 1 over the class
+    return weights
+
+
 class EpochSampler(Sampler[tuple[int, int]]):
-    """Training order for one process: a shuffled or class-balanced draw from (seed, epoch), sharded by rank.
+    """Training order for one process: a shuffled or balanced draw from (seed, epoch), sharded by rank.
 
     Yields `(epoch, index)` pairs so that `EpochDataset` tells augmentation the epoch even inside persistent
     workers. Every rank draws the same global order, padded to a multiple of `world_size`, and takes every
     `world_size`-th item, like `DistributedSampler`. Lightning calls `set_epoch` before each epoch.
+    ``balance``: ``none`` (a permutation), ``class`` or ``source-class`` (with replacement, by
+    :func:`sampling_weights`; ``groups`` holds each image's source index).
     """
 
-    def __init__(self, labels: torch.Tensor, seed: int, balanced: bool = False, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(self, labels: torch.Tensor, seed: int, balance: str = "none", rank: int = 0,
+                 world_size: int = 1, groups: torch.Tensor | None = None) -> None:
         self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.seed, self.balanced = int(seed), balanced
+        if balance not in ("none", "class", "source-class"):
+            raise ValueError(f"balance={balance!r}: choose none, class or source-class")
+        if balance == "source-class" and groups is None:
+            raise ValueError("balance='source-class' needs each image's group (source)")
+        self.seed, self.balance = int(seed), balance
+        self.weights = None if balance == "none" else sampling_weights(self.labels, balance, groups)
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         n = len(self.labels)
@@ -33,10 +61,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
         """All ranks' indices for this epoch, before sharding."""
         n = len(self.labels)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        if self.balanced:
-            counts = torch.bincount(self.labels).double()
-            weights = 1.0 / counts[self.labels]
-            order = torch.multinomial(weights, n, replacement=True, generator=gen)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, n, replacement=True, generator=gen)
         else:
             order = torch.randperm(n, generator=gen)
         pad = self.num_samples * self.world_size - n

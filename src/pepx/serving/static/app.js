@@ -64,11 +64,33 @@ function showError(node, status, detail) {
   message.classList.add("error-text");
 }
 
+// The input gate's verdict in plain words. A rejected image shows no class at all; an unfamiliar one shows its
+// class greyed out, with the reason.
+function showRejected(node, p) {
+  node.dataset.state = "rejected";
+  node.dataset.gate = "rejected";
+  const message = node.querySelector(".message");
+  message.textContent = "Not classified: this does not look like a frontal chest X-ray, so no class is " +
+    "given. Why: " + (p.gate_reason || "the input gate rejected it") + ".";
+  message.classList.add("rejected-text");
+}
+
 function showPrediction(node, p) {
+  if (p.gate === "rejected") {
+    showRejected(node, p);
+    return;
+  }
   node.dataset.state = "ok";
   node.dataset.label = p.label;
+  node.dataset.gate = p.gate || "off";
   node.querySelector(".message").textContent = "";
   node.querySelector(".body").hidden = false;
+  if (p.gate === "unfamiliar") {
+    node.classList.add("unfamiliar");
+    const note = node.querySelector(".gate-note");
+    note.hidden = false;
+    note.textContent = "Low trust: this film is " + (p.gate_reason || "unlike the training films") + ".";
+  }
   node.querySelector(".label").textContent = p.label_display;
   if (p.flagged.length) {
     node.querySelector(".flags").textContent = "· at or above the operating point for: " + p.flagged.join(", ");
