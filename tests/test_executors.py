@@ -135,6 +135,16 @@ def test_unreachable_ray_address_and_foreign_options_are_one_line(tmp_path, caps
              "--partition: not an option of --executor local")
 
 
+def test_recipe_refuses_a_bad_executor_before_writing(tmp_path, capsys):
+    pytest.importorskip("ray")
+    out = tmp_path / "never"
+    assert main(["recipe", "--cv", "3", "--epochs", "1", "--out", str(out),
+                 "--executor", "ray", "--address", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "--address 127.0.0.1:1: no Ray cluster answers there" in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
 def test_slurm_without_sbatch_is_one_line(tmp_path, capsys, monkeypatch):
     pytest.importorskip("submitit")
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on it
@@ -186,6 +196,29 @@ def test_lost_workers_are_retried_then_reported_and_errors_raised(tmp_path):
     with pytest.raises(ConfigError, match="bad config"):
         run_jobs(jobs[:1], tmp_path / "t2.json",
                  executor=Scripted({"a": [Outcome(error=ConfigError("bad config"))]}))
+
+
+# ---------------------------------------------------------------------- local pool
+@pytest.mark.slow
+def test_local_worker_killed_mid_run_resumes(tmp_path):
+    import multiprocessing
+
+    out, killed, logs = tmp_path / "g", [], []
+
+    def kill_own_workers() -> None:  # only this process's pool workers (other work may run here too)
+        children = multiprocessing.active_children()
+        for child in children:
+            child.kill()
+        killed.append(time.time() if children else float("nan"))
+
+    watcher = _when_checkpointed(out, kill_own_workers)
+    with make_executor("local", jobs=2) as executor:
+        reproduce_cv(_profile(SLOW_SYNTH, epochs=3, models=("resnet18",)), out, 3, folds=[0],
+                     executor=executor, log=logs.append)
+    watcher.join()
+    assert killed and math.isfinite(killed[0]), "no worker process was found to kill"
+    assert any("worker lost (its worker process died)" in line for line in logs), logs
+    _assert_resumed(out / "runs" / "resnet18-focal-seed0-fold0", killed[0], epochs=3)
 
 
 # ---------------------------------------------------------------------- Ray
@@ -272,7 +305,7 @@ def test_submitit_grid_gives_the_local_report(local_grid, tmp_path):
 def test_submitit_job_killed_mid_run_resumes(tmp_path):
     pytest.importorskip("submitit")
     out, killed, logs = tmp_path / "g", [], []
-    watcher = _when_checkpointed(out, _kill_worker("submitit.core._submit", killed))
+    watcher = _when_checkpointed(out, _kill_worker(f"submitit.core._submit {out / 'logs'}", killed))
     with make_executor("slurm", cluster="local") as executor:
         reproduce_cv(_profile(SLOW_SYNTH, epochs=3, models=("resnet18",)), out, 3, folds=[0],
                      executor=executor, log=logs.append)
@@ -280,3 +313,29 @@ def test_submitit_job_killed_mid_run_resumes(tmp_path):
     assert killed and math.isfinite(killed[0]), "no submitit job was found to kill"
     assert any("worker lost (SLURM job" in line for line in logs), logs
     _assert_resumed(out / "runs" / "resnet18-focal-seed0-fold0", killed[0], epochs=3)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
+def test_sigterm_cancels_the_submitit_jobs_and_the_grid_resumes(tmp_path):
+    pytest.importorskip("submitit")
+    out = tmp_path / "g"
+    profile = _profile(SLOW_SYNTH, epochs=4)
+    watcher = _when_checkpointed(out, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with make_executor("slurm", cluster="local") as executor:
+        with pytest.raises(RunInterrupted, match="interrupted by SIGTERM") as stopped:
+            reproduce_cv(profile, out, 3, folds=[0], executor=executor, log=lambda _: None)
+    watcher.join()
+    assert stopped.value.exit_status == 143
+    marker = f"submitit.core._submit {out / 'logs'}"
+    deadline = time.monotonic() + 30
+    while _processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _processes(marker), "submitit jobs still training after the grid was stopped"
+    runs = sorted((out / "runs").iterdir())
+    assert not any((r / "model.safetensors").exists() for r in runs)
+    assert any((r / "checkpoints" / "last.ckpt").exists() for r in runs)
+    logs: list[str] = []
+    with make_executor("slurm", cluster="local") as executor:
+        reproduce_cv(profile, out, 3, folds=[0], executor=executor, log=logs.append)
+    assert any("resuming" in line for line in logs) and (out / "report.md").exists()
