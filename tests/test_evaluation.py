@@ -15,6 +15,7 @@ from pepx.evaluation.bootstrap import bootstrap_metrics, metric_samples, patient
 from pepx.evaluation.breakdown import breakdown, fill_columns, missing_columns
 from pepx.evaluation.evaluate import evaluate_predictions
 from pepx.evaluation.metrics import PROB_COLUMNS, compute_metrics, confusion_matrix, mean_predictions
+from pepx.serving.caveats import caveat_for, caveats_from_adults
 from test_evaluation_fakes import fake_predictions
 
 
@@ -203,3 +204,21 @@ def test_fill_columns_takes_what_predictions_lack_from_the_split():
     assert filled["age_group"].equals(preds["age_group"])  # recorded already: left as it is
     assert missing_columns(preds) == ["view"] and missing_columns(filled) == []
     assert fill_columns(filled, split) is filled
+
+
+def test_caveats_count_the_adult_calls_of_each_class_by_hand():
+    """The sentence `pepx predict` shows next to a call (issue 15 item 5), from the adults-only confusion
+    matrix [[8, 1, 1], [2, 7, 1], [0, 3, 7]] (rows: truth): children, all right, must not count."""
+    summary = adults_summary(_adults_and_children(), n_boot=300)
+    caveats = caveats_from_adults(summary)
+    assert list(caveats) == list(CLASSES)
+    assert caveats["COVID-19"].startswith("Of the 9 adult test films this model called COVID-19, 2 were not "
+                                          "(1 Normal, 1 Non-COVID): precision 0.778 [")
+    assert caveats["COVID-19"].endswith("it missed 3 of 10 adult COVID-19 films.")
+    assert caveats["pneumonia"].startswith("Of the 11 adult test films this model called Non-COVID, 4 were "
+                                           "not (1 Normal, 3 COVID-19): precision 0.636 [")
+    assert "it missed 2 of 10 adult Normal films" in caveats["normal"]
+    assert caveat_for({"caveats": caveats}, "COVID-19") == caveats["COVID-19"]
+    assert caveat_for({}, "COVID-19") is None and caveat_for({"caveats": caveats}, None) is None
+    children = _adults_and_children().query("age_group == 'pediatric'")
+    assert caveats_from_adults(adults_summary(children)) == {}

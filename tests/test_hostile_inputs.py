@@ -2,7 +2,9 @@
 9 and 11). Each case runs `pepx.cli.main` in-process on one shared workspace (a finished run, a damaged copy,
 stray files); before and after each, every file of the workspace is fingerprinted: none may appear, vanish,
 shrink or change. A few cases run the real entry point in a subprocess for its exit status. Runs in `.ci/run`
-with the rest of the suite."""
+with the rest of the suite. Issue 17's hostile probe (predict, inspect, split, export, evaluate, models,
+train, serve, DICOM; tallied by kind) is beside it: tests/test_hostile_{files,train,serve,dicom}.py and
+tests/hostile_kit.py."""
 
 from __future__ import annotations
 

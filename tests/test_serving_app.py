@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from pepx import CLASSES
 from pepx.cli import main
 from pepx.serving import Predictor
 from pepx.serving.app import NOTICE, ServeSettings, create_app
@@ -24,7 +25,8 @@ from test_serving_predictor import radiograph, save_png
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve") / "bundle"
-    make_bundle(folder, operating_points={"COVID-19": {"threshold": 0.0}})
+    make_bundle(folder, operating_points={"COVID-19": {"threshold": 0.0}},
+                caveats={c: f"the card on {c} calls" for c in CLASSES})
     return folder
 
 
@@ -99,6 +101,9 @@ def test_predict_equals_predictor_and_pepx_predict(client, predictor, images, tm
         assert got["status"] == "ok" and got["filename"] == path.name and got["batch_size"] == 1
         assert got["probabilities"] == expected.probabilities, kind
         assert got["label"] == expected.label and got["flagged"] == ["COVID-19"]  # threshold 0 flags
+        # the card's caveat of the predicted class, in the API and in the CSV (issue 15 item 5)
+        assert got["caveat"] == expected.caveat == f"the card on {got['label']} calls"
+        assert rows.loc[str(path), "caveat"] == got["caveat"]
         cli = {c: rows.loc[str(path), f"prob_{c}"] for c in predictor.classes}
         assert got["probabilities"] == cli and rows.loc[str(path), "label"] == got["label"]
         media = {"png": "image/png", "jpg": "image/jpeg", "dcm": "application/dicom"}

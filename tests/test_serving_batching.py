@@ -151,10 +151,17 @@ def _wait_rejected(app, n: int, timeout: float = 20.0) -> bool:
 
 # --------------------------------------------------------------------------- CLI and runtime
 def test_cli_serve_defaults_warning_and_token(bundle_dir, monkeypatch, capsys):
+    import socket
+
     import uvicorn
 
+    import pepx.serving.server
+
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: calls.append(
+        (self.config.app, {"host": self.config.host, "port": self.config.port, "sockets": sockets})))
+    # port 8000 may be busy on this machine: the bind itself is tested in test_hostile_serve.py
+    monkeypatch.setattr(pepx.serving.server, "bind", lambda host, port: socket.socket())
     monkeypatch.delenv("PEPX_TOKEN", raising=False)
     assert main(["serve", "--model", str(bundle_dir)]) == 0
     app, kw = calls[-1]

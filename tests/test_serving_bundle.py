@@ -19,11 +19,13 @@ from pepx.serving.bundle import bundle_config, write_bundle
 SIZE = 48
 
 
-def make_bundle(path, half=True, temperature=1.7, seed=0, operating_points=None):
+def make_bundle(path, half=True, temperature=1.7, seed=0, operating_points=None, caveats=None):
     torch.manual_seed(seed)
     model = create_model("pepx_resnet", width=0.25).eval()
     config = bundle_config("pepx_resnet", {"width": 0.25}, image_size=SIZE, bundle_id="tiny", version="0.0.1",
                            temperature=temperature, operating_points=operating_points)
+    if caveats:
+        config["caveats"] = caveats
     return model, write_bundle(model, path, config, card="# tiny\n", half=half)
 
 
@@ -86,7 +88,7 @@ def test_malformed_bundles_name_the_folder_and_reason(tmp_path):
     with pytest.raises(BundleError, match="lacks classes"):
         load_bundle(tmp_path / "b")
     config_file.write_text(json.dumps({**good, "calibration": {"temperature": -1}}))
-    with pytest.raises(BundleError, match="temperature > 0"):
+    with pytest.raises(BundleError, match=r"calibration.temperature: Input should be greater than or"):
         load_bundle(tmp_path / "b")
     config_file.write_text(json.dumps({**good, "architecture": {"name": "resnet18", "kwargs": {}}}))
     with pytest.raises(BundleError, match=r"weights do not fit resnet18"):

@@ -23,6 +23,9 @@ TINY = ["data=synthetic:n_per_class=24,size=64", "n_train=12", "n_test=6", "n_va
         "num_threads=1", "loss=focal"]
 
 
+HISTORY = [{"version": "0.0.9", "test": "accuracy 0.123 on the old data"}]
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("export")
@@ -30,8 +33,10 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
     os.environ["PEPX_CACHE"] = str(root / "cache")
     try:
         run = fit(TrainConfig().with_overrides(TINY), root / "run")
+        (root / "history.json").write_text(json.dumps(HISTORY))
         assert main(["export", str(run), "--out", str(root / "bundle"), "--format", "onnx", "torchscript",
-                     "--n-boot", "100", "--id", "tiny", "--target", "COVID-19=0.9"]) == 0
+                     "--n-boot", "100", "--id", "tiny", "--target", "COVID-19=0.9",
+                     "--history", str(root / "history.json")]) == 0
     finally:
         if old is None:
             os.environ.pop("PEPX_CACHE", None)
@@ -59,6 +64,19 @@ def test_export_writes_a_calibrated_bundle_with_card_and_exports(exported, capsy
                     "## Reference predictions"):
         assert heading in card, heading
     assert "Research use only" in card and bundle.sha256 in card
+    # issue 15 item 5: the card leads with the adults-only table (by view) and its known failures, keeps the
+    # history, and gives each class predicted among the adult test films its caveat
+    order = ("## Intended use", "## Adults only", "### Adults by view", "## Known failure modes", "## Use it",
+             "## Test metrics (")
+    assert [card.index(h) for h in order] == sorted(card.index(h) for h in order)
+    assert cfg["history"] == HISTORY and "## History" in card and "accuracy 0.123 on the old data" in card
+    preds = pd.read_csv(run / "bundle_report" / "predictions.csv")
+    adults = preds[preds["age_group"] == "adult"]
+    called = adults["y_pred"].map(dict(enumerate(("normal", "pneumonia", "COVID-19")))).value_counts()
+    assert set(cfg["caveats"]) == set(called.index)
+    for cls, n in called.items():
+        assert cfg["caveats"][cls].startswith(f"Of the {n} adult test films this model called "), cls
+        assert cfg["caveats"][cls] in card
     for name in ("report.md", "roc.png", "calibration.png", "reliability.png", "gate/report.md"):
         assert (run / "bundle_report" / name).stat().st_size > 0
     # the input gate, fitted on the run's train / val films and measured on its test films (issue 16)
@@ -126,11 +144,13 @@ def test_predict_folder_good_and_bad_files_csv_and_cams(exported, tmp_path, caps
             assert row["status"] == "ok" and row["label"] in ("normal", "pneumonia", "COVID-19")
             probs = [row["prob_normal"], row["prob_pneumonia"], row["prob_COVID-19"]]
             assert row[f"prob_{row['label']}"] == max(probs)
-            stem = tmp_path / "cams" / Path(name).with_suffix("")
-            assert row["cam"] == str(stem) + ".png"
+            caveat = load_bundle(folder).config["caveats"].get(row["label"])  # the card's, for this class
+            assert row["caveat"] == caveat if caveat else pd.isna(row["caveat"])
+            stem = tmp_path / "cams" / name  # the input's own name, suffix included: a.png -> a.png.cam.png
+            assert row["cam"] == str(stem) + ".cam.png"
             with Image.open(row["cam"]) as im:
-                assert im.mode == "RGB"
-            assert np.load(str(stem) + ".npy").shape == (32, 32)
+                assert im.mode == "RGB" and im.info["Software"] == "pepx Grad-CAM"
+            assert np.load(str(stem) + ".cam.npy").shape == (32, 32)
         else:
             assert row["status"] == "error" and what in row["error"] and pd.isna(row["label"])
             assert f"skipped {tmp_path / 'films' / name}: " in captured.err
@@ -144,9 +164,12 @@ def test_predict_folder_good_and_bad_files_csv_and_cams(exported, tmp_path, caps
     assert main(["predict", str(tmp_path / "films" / "a.png"), "--model", str(folder), "--out",
                  str(tmp_path / "p.json"), "--no-gate"]) == 0
     assert json.loads((tmp_path / "p.json").read_text())[0]["status"] == "ok"
-    assert main(["predict", str(tmp_path / "films" / "*.png"), "--model", str(folder)]) == 0
+    assert main(["predict", str(tmp_path / "films" / "*.png"), "--model", str(folder), "--no-gate"]) == 0
     printed = capsys.readouterr().out
     assert "| image | class |" in printed and "a.png" in printed and "not an image" in printed
+    caveats = load_bundle(folder).config["caveats"]
+    for label in {r["label"] for r in rows.values() if r["status"] == "ok"} & set(caveats):
+        assert f"model card on {label} calls: {caveats[label]}" in printed
 
 
 def test_predict_with_nothing_readable_exits_non_zero(exported, tmp_path, capsys):

@@ -217,6 +217,43 @@ def test_gate_arrays_are_checked_and_round_trip(gated, tmp_path):
         load_bundle(tmp_path / "copy")
 
 
+def test_gate_file_must_be_a_regular_file_inside_the_bundle(gated, tmp_path):
+    # issue 17: a linked gate file passes its checksum (same bytes) but reads a file outside the bundle
+    folder = tmp_path / "linked"
+    shutil.copytree(gated[2].path, folder)
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.move(folder / "gate.safetensors", outside)
+    (folder / "gate.safetensors").symlink_to(outside)
+    with pytest.raises(BundleError, match="gate file gate.safetensors is a symbolic link"):
+        load_bundle(folder)
+    (folder / "gate.safetensors").unlink()
+    config = json.loads((folder / "config.json").read_text())
+    config["gate"]["file"] = "../elsewhere.safetensors"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="plain file name"):
+        load_bundle(folder)
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_gate_reports_are_never_written_into_a_bundle(gated, tmp_path, capsys):
+    root, _, bundle = gated
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle.path, copy)
+    before = _files(copy)
+    split = str(root / "split.csv")
+    for argv in (["gate", "evaluate", str(copy), "--split", split, "--out", str(copy), "--n-boot", "20"],
+                 ["gate", "fit", str(copy), "--split", split, "--in-place", "--report", str(copy)],
+                 ["gate", "evaluate", str(copy), "--split", split, "--out", str(tmp_path / "r"),
+                  "--n-boot", "1000000000"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and ("holds a model bundle" in err or "n_boot" in err), err
+    assert _files(copy) == before and not (tmp_path / "r").exists()
+
+
 def test_gate_fit_command_never_overwrites_silently(gated, tmp_path, capsys):
     root, _, bundle = gated
     plain = root / "plain"

@@ -18,7 +18,7 @@ from test_serving_bundle import SIZE, make_bundle
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bundle") / "b"
-    make_bundle(folder, operating_points={"COVID-19": {"threshold": 0.0}, "normal": {"threshold": 1.1}})
+    make_bundle(folder, operating_points={"COVID-19": {"threshold": 0.0}, "normal": {"threshold": 1.0}})
     return Predictor.from_bundle(folder, device="cpu")
 
 
@@ -75,7 +75,7 @@ def test_bad_inputs_are_rows_and_the_good_ones_go_on(predictor, tmp_path):
     assert seen == [(3, 8), (6, 8), (8, 8)]
     ok = preds[1]
     assert ok.label in ok.probabilities and ok.label == max(ok.probabilities, key=ok.probabilities.get)
-    assert ok.flagged == ("COVID-19",)  # threshold 0 always flags, 1.1 never
+    assert ok.flagged == ("COVID-19",)  # threshold 0 always flags, 1 never (p < 1 here)
     row = ok.to_row()
     assert list(row) == ["source", "status", "label", "prob_normal", "prob_pneumonia", "prob_COVID-19",
                          "flagged", "error", "gate", "gate_score", "gate_distance", "gate_reason"]

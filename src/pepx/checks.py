@@ -17,6 +17,12 @@ from typing import Any
 
 from pepx.errors import ConfigError
 
+#: Largest input side anything in pepx takes (`pepx train` image_size, a bundle's input, `pepx models
+#: --size`): a typo such as 100000 would otherwise allocate tens of GB before failing.
+MAX_IMAGE_SIZE = 2048
+#: Largest channel multiplier of a model (width 4: ~16x the parameters; ResNet18 then has 180 M).
+MAX_WIDTH = 4.0
+
 
 def accepted_kwargs(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
     """The keyword-passable parameters of ``fn`` (a function or a class), by name."""

@@ -18,16 +18,19 @@ import sys
 from collections.abc import Sequence
 
 from pepx import console
-from pepx.console import NON_NEGATIVE, POSITIVE, CLIParser, log_to_stdout, non_negative_float, positive_float
+from pepx.checks import MAX_IMAGE_SIZE, MAX_WIDTH
+from pepx.console import NON_NEGATIVE, POSITIVE, CLIParser, float_range, int_range, log_to_stdout
 
 
 # --------------------------------------------------------------------------- models
 def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="table of each model's parameters and GFLOPs")
-    p.add_argument("--size", type=POSITIVE, nargs="+", default=[224], help="input sizes (pixels)")
-    p.add_argument("--in-chans", type=POSITIVE, default=1)
-    p.add_argument("--num-classes", type=POSITIVE, default=3)
-    p.add_argument("--width", type=positive_float, default=1.0, help="channel multiplier of every model")
+    p.add_argument("--size", type=int_range(1, MAX_IMAGE_SIZE), nargs="+", default=[224],
+                   help=f"input sizes (pixels, 1-{MAX_IMAGE_SIZE})")
+    p.add_argument("--in-chans", type=int_range(1, 16), default=1)
+    p.add_argument("--num-classes", type=int_range(1, 10_000), default=3)
+    p.add_argument("--width", type=float_range(0.0, True, MAX_WIDTH), default=1.0,
+                   help=f"channel multiplier of every model (0-{MAX_WIDTH:g})")
     p.set_defaults(func=_cmd_models)
 
 
@@ -72,14 +75,11 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_split(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pepx.data import balanced_split, confound_report, leak_check, load_source, save_split
-    from pepx.errors import ConfigError
+    from pepx.data.split import check_split_out
 
-    if Path(args.out).is_dir():
-        raise ConfigError(f"--out {args.out}: is a folder; name the split CSV (e.g. {args.out}/split.csv)")
     result = load_source(args.source)
+    check_split_out(args.out, args.source, result.manifest)
     if result.problems:
         print(f"{result.summary()} (`pepx data inspect` lists them)")
     split = balanced_split(result.manifest, args.n_train, args.n_test, n_val=args.n_val, seed=args.seed,
@@ -150,13 +150,13 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default="smoke",
                    help="smoke (default), cpu, cpu-cv, cpu-cv2, paper, or a candidate recipe of "
                         "`pepx recipe` (all in pepx/experiments/profiles.py)")
-    p.add_argument("--seeds", type=POSITIVE, default=None, help="number of seeds (default: the profile's)")
+    p.add_argument("--seeds", type=int_range(1, 1000), default=None, help="seeds (default: the profile's)")
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--n-train", type=POSITIVE, default=None,
                    help="training images per class (default: the profile's; unused with --cv)")
     p.add_argument("--n-test", type=POSITIVE, default=None,
                    help="test images per class (default: the profile's; unused with --cv)")
-    p.add_argument("--epochs", type=POSITIVE, default=None, help="epochs (default: the profile's)")
+    p.add_argument("--epochs", type=int_range(1, 100000), default=None, help="epochs (default: profile)")
     p.add_argument("--models", nargs="+", default=None, help="subset of pepx_resnet resnet18 covidnet")
     p.add_argument("--losses", nargs="+", default=None, help="subset of ce focal")
     console.add_grid_arguments(p)
@@ -233,7 +233,8 @@ def _add_recipe_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cv", type=POSITIVE, default=5, metavar="K", help="folds (default 5)")
     p.add_argument("--folds", type=int, nargs="+", default=None, help="outer folds to run (default: all)")
     p.add_argument("--data", default=None, help="data SOURCE (default: each candidate's)")
-    p.add_argument("--epochs", type=POSITIVE, default=None, help="override every candidate's epochs (pilots)")
+    p.add_argument("--epochs", type=int_range(1, 100_000), default=None,
+                   help="override every candidate's epochs (pilots)")
     console.add_grid_arguments(p)
     p.add_argument("--n-boot", type=POSITIVE, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--out", default="runs/recipe")
@@ -263,7 +264,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cam-class", help="class to explain (default: the predicted one)")
     p.add_argument("--cam-layer", help="Grad-CAM target layer (default: the last stage, e.g. layer4)")
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--batch-size", type=POSITIVE, default=32)
+    p.add_argument("--batch-size", type=int_range(1, 65_536), default=32)
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--no-gate", action="store_true", help="turn the input gate off (a class for any image)")
     p.set_defaults(func=_cmd_predict)
@@ -284,11 +285,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         predictor = Predictor.from_bundle(args.model, runtime=args.runtime, device=args.device,
                                           gate=not args.no_gate)
-    files.check_cam_class(predictor, args.cam_class)
-    preds = predictor.predict(files.collect_inputs(args.inputs), batch_size=args.batch_size)
+    inputs = files.collect_inputs(args.inputs)
+    files.check_outputs(predictor, args.inputs, inputs, args.out, args.cam, args.cam_class, args.cam_layer)
+    preds = predictor.predict(inputs, batch_size=args.batch_size)
     for p in preds:
         if p.status != "ok":
-            print(f"pepx predict: skipped {p.source}: {p.error}", file=sys.stderr)
+            print(f"pepx predict: skipped {p.to_row()['source']}: {p.error}", file=sys.stderr)
     print("\n".join(files.report(predictor, preds, args.out, args.cam, args.cam_class, args.cam_layer)))
     if not any(p.status == "ok" for p in preds):
         print(f"pepx predict: error: none of the {len(preds)} inputs could be read", file=sys.stderr)
@@ -314,28 +316,33 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=POSITIVE, default=2000)
     p.add_argument("--report", help="evaluation folder (default: RUN/bundle_report)")
     p.add_argument("--recipe", help="the command that trained the run, quoted in the model card")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out (never a run folder)")
     p.add_argument("--gate-ood", metavar="DIR", help="images of other kinds (cxr-ood layout) for the gate")
     p.add_argument("--no-gate", action="store_true", help="make no input gate")
+    p.add_argument("--history", metavar="JSON", help="earlier versions of this bundle (a list of objects of "
+                   "short texts) for config.json and the card's History table")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pepx.serving.bundle import is_bundle, load_bundle
+    from pepx.serving.bundle import check_bundle_out, is_bundle, load_bundle
     from pepx.serving.export import export_report
 
     if is_bundle(args.source):
         bundle = load_bundle(args.source)
         if Path(args.out).resolve() != bundle.path.resolve():
-            bundle = bundle.save(args.out)
+            bundle = bundle.save(check_bundle_out(args.out, bundle.id, args.force))
     else:
-        from pepx.serving.build import bundle_from_run, parse_targets
+        from pepx.serving.build import bundle_from_run, parse_targets, read_history
 
         result = bundle_from_run(args.source, args.out, bundle_id=args.id, version=args.version,
                                  calibrate=args.calibrate, targets=parse_targets(args.target),
                                  half=not args.fp32, n_boot=args.n_boot, report_dir=args.report,
-                                 command=args.recipe, gate=not args.no_gate, gate_ood=args.gate_ood)
+                                 command=args.recipe, force=args.force, gate=not args.no_gate,
+                                 gate_ood=args.gate_ood,
+                                 history=read_history(args.history) if args.history else None)
         bundle = result.bundle
         print(result.text)
     print(f"bundle: {bundle.path} ({bundle.weights_bytes / 1e6:.1f} MB weights, sha256 "
@@ -360,11 +367,11 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--channels-last", action="store_true",
                    help="torch in channels-last memory format: faster on many CPUs, ~1e-6 from pepx predict")
-    p.add_argument("--max-upload-mb", type=positive_float, default=32.0,
+    p.add_argument("--max-upload-mb", type=float_range(0.0, True), default=32.0,
                    help="largest request body (default: 32)")
     p.add_argument("--max-batch", type=POSITIVE, default=16,
                    help="images per forward pass (1: no batching)")
-    p.add_argument("--max-wait-ms", type=non_negative_float, default=5.0,
+    p.add_argument("--max-wait-ms", type=float_range(0.0, False), default=5.0,
                    help="wait for a batch to fill (default: 5)")
     p.add_argument("--max-queue", type=POSITIVE, default=64,
                    help="images waiting before 503 (default: 64)")
@@ -422,13 +429,46 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- audit
+def _add_audit_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="shortcut probes of a run, CV folder or data set")
+    p.add_argument("target", help="run folder, `pepx reproduce --cv` folder, or data SOURCE (image probes)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="probe settings (pepx.probes.ProbeSettings), e.g. epochs=4 equalize=[none,hist]")
+    p.add_argument("--probes", nargs="+", help="source processing features blanked invariance (default: all "
+                   "the target allows)")
+    p.add_argument("--model-probes-only", action="store_true", help="skip the image-only probes (source, "
+                   "processing: the slow part, the same for every run of one data set)")
+    p.add_argument("--cell", help="MODEL+LOSS of a --cv folder (default: pepx_resnet+focal)")
+    p.add_argument("--variant", default="", help="ablation or mitigation variant of its runs, e.g. hist-eq")
+    p.add_argument("--compare", metavar="VARIANT", help="a --cv folder: also probe this variant's runs "
+                   "(`default`: the profile's recipe) and set both side by side with paired differences")
+    p.add_argument("--out", help="report folder (default: TARGET/audit, audit-VARIANT, audit-vs-OTHER; "
+                   "runs/audit for a data source)")
+    p.set_defaults(func=_cmd_audit)
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from pepx.errors import ConfigError
+    from pepx.probes import MODEL_PROBES, ProbeSettings, audit
+
+    if args.model_probes_only and args.probes:
+        raise ConfigError("--model-probes-only: give it or --probes, not both")
+    settings = ProbeSettings().with_overrides(args.settings)
+    probes = list(MODEL_PROBES) if args.model_probes_only else args.probes
+    report = audit(args.target, args.out, probes, settings, cell=args.cell, variant=args.variant,
+                   compare=args.compare)
+    print("\n".join(report.lines()))
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = CLIParser(prog="pepx", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
                 _add_reproduce_parser, _add_recipe_parser, _add_predict_parser, _add_export_parser,
-                _add_serve_parser, _add_gate_parser):
+                _add_serve_parser, _add_gate_parser, _add_audit_parser):
         add(sub)
     return parser
 

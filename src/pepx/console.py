@@ -18,7 +18,9 @@ class CLIParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _int_at_least(minimum: int):
+def int_range(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer >= `minimum` (and <= `maximum`)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -26,13 +28,17 @@ def _int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
         return value
 
     parse.__name__ = f"integer >= {minimum}"
     return parse
 
 
-def _float_above(minimum: float, strict: bool):
+def float_range(minimum: float, strict: bool, maximum: float | None = None):
+    """An argparse type: a finite number > `minimum` (>= when not `strict`), and <= `maximum`."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -40,16 +46,18 @@ def _float_above(minimum: float, strict: bool):
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if not (value > minimum if strict else value >= minimum):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum:g}, got {text}")
+        if maximum is not None and not value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum:g}, got {text}")
         return value
 
     parse.__name__ = f"number {'>' if strict else '>='} {minimum:g}"
     return parse
 
 
-positive_float, non_negative_float = _float_above(0.0, strict=True), _float_above(0.0, strict=False)
+positive_float, non_negative_float = float_range(0.0, strict=True), float_range(0.0, strict=False)
 
 
-POSITIVE, NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
+POSITIVE, NON_NEGATIVE = int_range(1), int_range(0)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -61,7 +69,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     """The options shared by `pepx reproduce` and `pepx recipe`: where the runs train, and --report-only."""
-    p.add_argument("--jobs", type=POSITIVE, default=None,
+    p.add_argument("--jobs", type=int_range(1, 256), default=None,
                    help="runs trained at once (local: processes with cores/JOBS threads each, default 1; "
                         "ray, slurm: default as many as the cluster takes)")
     p.add_argument("--report-only", action="store_true",

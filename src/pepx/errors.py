@@ -8,6 +8,8 @@ Every one is printed by the CLI as one line on stderr naming the thing and the r
     ├── RunError        a run folder that is missing, incomplete or damaged
     │   └── RunInterrupted  training stopped by SIGTERM / SIGINT; exit status 128 + signal (143 / 130)
     ├── BundleError     a model bundle that is malformed or fails its sha256 check
+    ├── OutputError     a file pepx was asked to write that cannot be (full disk, a folder or FIFO in the
+    │                   way, no permission); also an OSError; the earlier version of the file is kept whole
     └── DataError       (pepx.data.errors) a data source, image or split that cannot be used
 
 `exit_status` is the CLI's exit status for the error (2 unless the class says otherwise).
@@ -54,4 +56,12 @@ class BundleError(PepxError):
     """A model bundle that is malformed, incomplete or fails its sha256 check; names the bundle."""
 
 
-__all__ = ["BundleError", "ConfigError", "PepxError", "RunError", "RunInterrupted"]
+class OutputError(PepxError, OSError):
+    """A file or folder pepx was asked to write that cannot be written; names it and the reason.
+
+    Also an `OSError`, so callers that catch failed writes keep working. Files are written atomically
+    (`pepx.fileio.atomic_path`): whatever was at the path before is kept whole.
+    """
+
+
+__all__ = ["BundleError", "ConfigError", "OutputError", "PepxError", "RunError", "RunInterrupted"]

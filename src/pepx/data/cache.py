@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from pepx.fileio import atomic_path
 
 CACHE_VERSION = 1
 
@@ -34,18 +35,6 @@ def file_key(path: str | Path) -> str:
     st = os.stat(path)
     raw = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
     return hashlib.sha1(raw.encode()).hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class ImageCache:
@@ -69,7 +58,8 @@ class ImageCache:
         def one(item: tuple[str, str]) -> None:
             p, k = item
             arr = build(p)
-            _atomic_write(self.entry_path(k), lambda tmp: _save_npy(tmp, arr))
+            with atomic_path(self.entry_path(k)) as tmp:
+                _save_npy(tmp, arr)
 
         if todo:
             # Pillow releases the GIL while decoding and resizing, so threads overlap on several cores
@@ -82,8 +72,7 @@ class ImageCache:
         digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:20]
         path = self.dir / "packs" / f"{digest}_{len(keys)}x{self.size}.u8"
         if not path.is_file():
-
-            def write(tmp: str) -> None:
+            with atomic_path(path) as tmp:
                 mm = np.lib.format.open_memmap(
                     tmp, mode="w+", dtype=np.uint8, shape=(len(keys), self.size, self.size)
                 )
@@ -91,11 +80,9 @@ class ImageCache:
                     mm[i] = np.load(self.entry_path(k))
                 mm.flush()
                 del mm
-
-            _atomic_write(path, write)
         return path
 
 
-def _save_npy(tmp: str, arr: np.ndarray) -> None:
+def _save_npy(tmp: str | Path, arr: np.ndarray) -> None:
     with open(tmp, "wb") as fh:
         np.save(fh, arr)

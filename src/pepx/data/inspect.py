@@ -13,6 +13,7 @@ from pepx.data.errors import ImageReadError
 from pepx.data.io import read_image
 from pepx.data.manifest import Problem, SourceResult
 from pepx.data.sources import load_source
+from pepx.fileio import display_path
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Inspection:
         ok = self.decoded - undecodable
         decoded = f" ({ok} decodable, {undecodable} undecodable)" if self.decoded else ""
         lines = [
-            f"source: {self.result.spec}",
+            f"source: {display_path(self.result.spec)}",
             f"images: {len(m)}{decoded}   patients: {m['patient_id'].nunique()}",
             "",
         ]
@@ -51,6 +52,10 @@ class Inspection:
                 lines.append(
                     f"\n{int(pseudo.sum())} images have per-image pseudo patient ids (train-only in splits)"
                 )
+        odd = [display_path(p) for p in m["path"] if display_path(p) != p]
+        if odd:
+            lines.append(f"\n{len(odd)} file names are not valid UTF-8 (kept; shown with \\x escapes):")
+            lines += [f"  - {name}" for name in odd]
         if self.decoded:
             lines.append(f"\ndecode check of {self.decoded} images: {ok} decodable, "
                          f"{undecodable} undecodable (listed below; they would fail training)")

@@ -1,7 +1,8 @@
 """Reading one image (PNG 8/16-bit, JPEG, any Pillow mode, DICOM) into one grayscale array.
 
 `read_image(path)` reads a file; `read_image_bytes(data, name)` reads the same formats from bytes in memory
-(an upload). Both share one decoder, so a file and its bytes give the same array.
+(an upload). Both share one decoder, so a file and its bytes give the same array, and one pixel budget
+(`pepx.data.budget`), checked from the header before anything is decompressed. DICOM: `pepx.data.dicom`.
 """
 
 from __future__ import annotations
@@ -12,24 +13,25 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import pydicom
-from PIL import Image, UnidentifiedImageError
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from PIL import Image, ImageMode, UnidentifiedImageError
 
+from pepx.data.budget import MAX_PIXELS, check_budget, minmax
+from pepx.data.dicom import read_dicom
 from pepx.data.errors import ImageReadError, ImageTooLargeError
+from pepx.fileio import file_problem
 
-#: Largest image (width x height) read; bigger ones are refused as possible decompression bombs.
-MAX_PIXELS = 60_000_000
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", *DICOM_SUFFIXES)
 
 
 def is_dicom(path: str | Path) -> bool:
-    """True when the file has a DICOM suffix or the `DICM` preamble marker."""
+    """True when the file has a DICOM suffix or the `DICM` preamble marker (only regular files are opened:
+    opening a FIFO would block)."""
     p = Path(path)
     if p.suffix.lower() in DICOM_SUFFIXES:
         return True
+    if file_problem(p) is not None:
+        return False
     try:
         with open(p, "rb") as fh:
             head = fh.read(132)
@@ -49,12 +51,17 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     Raises `ImageReadError` (with the file and the reason) for any file that is not a readable image.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ImageReadError(p, "file not found" if not p.exists() else "not a regular file")
+    problem = file_problem(p)
+    if problem is not None:
+        raise ImageReadError(p, problem)
     if p.stat().st_size == 0:
         raise ImageReadError(p, "empty file (0 bytes)")
     if is_dicom(p):
-        return _read_dicom(p, p, max_pixels)
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise ImageReadError(p, f"cannot read the file ({e.strerror or e})") from None
+        return read_dicom(data, p, max_pixels)
     return _read_pillow(p, p, max_pixels)
 
 
@@ -70,8 +77,7 @@ def read_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_P
         raise ImageReadError(name, "empty file (0 bytes)")
     if dicom is None:
         dicom = Path(name).suffix.lower() in DICOM_SUFFIXES or has_dicom_marker(data[:132])
-    source = io.BytesIO(data)
-    return _read_dicom(source, name, max_pixels) if dicom else _read_pillow(source, name, max_pixels)
+    return read_dicom(data, name, max_pixels) if dicom else _read_pillow(io.BytesIO(data), name, max_pixels)
 
 
 def _read_pillow(source: Path | BinaryIO, p: str | Path, max_pixels: int) -> np.ndarray:
@@ -81,12 +87,7 @@ def _read_pillow(source: Path | BinaryIO, p: str | Path, max_pixels: int) -> np.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
                 w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageTooLargeError(
-                        p,
-                        f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} "
-                        "(possible decompression bomb)",
-                    )
+                check_budget(p, w, h, max_pixels, bytes_per_sample=_bytes_per_pixel(im.mode))
                 if w < 2 or h < 2:
                     raise ImageReadError(p, f"image too small ({w}x{h})")
                 im.load()
@@ -104,19 +105,27 @@ def _read_pillow(source: Path | BinaryIO, p: str | Path, max_pixels: int) -> np.
     return arr
 
 
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes Pillow decodes per pixel of `mode` (only the first frame is ever decoded)."""
+    try:
+        info = ImageMode.getmode(mode)
+        return len(info.bands) * int(info.typestr[-1])
+    except (KeyError, ValueError):
+        return 4
+
+
 def _to_gray(im: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> float32 [0, 1] gray: 8-bit / 16-bit scaled by their range, colour by luminance."""
-    if getattr(im, "n_frames", 1) > 1:
-        im.seek(0)
+    """Any Pillow mode -> float32 [0, 1] gray: 8-bit / 16-bit scaled by their range, colour by luminance.
+    `im` is at its first frame (as opened: `n_frames` would decode every frame of an animation to count)."""
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return np.asarray(im, dtype=np.float32) / 65535.0
     if mode == "I":  # 16-bit PNG on some Pillow versions, or 32-bit int TIFF
         a = np.asarray(im, dtype=np.float64)
         top = 65535.0 if a.max(initial=0) <= 65535 and a.min(initial=0) >= 0 else None
-        return (a / top if top else _minmax(a)).astype(np.float32)
+        return (a / top if top else minmax(a)).astype(np.float32)
     if mode == "F":
-        return _minmax(np.asarray(im, dtype=np.float64)).astype(np.float32)
+        return minmax(np.asarray(im, dtype=np.float64)).astype(np.float32)
     if mode == "P":
         im = im.convert("RGBA")
     if mode in ("LA", "La", "PA"):
@@ -126,57 +135,5 @@ def _to_gray(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
-def _minmax(a: np.ndarray) -> np.ndarray:
-    lo, hi = float(a.min()), float(a.max())
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-
-
-def _read_dicom(source: Path | BinaryIO, p: str | Path, max_pixels: int) -> np.ndarray:
-    """Decode `source` (a path or a binary file object) with pydicom; errors name `p`."""
-    try:
-        ds = pydicom.dcmread(source)
-    except InvalidDicomError as e:
-        raise ImageReadError(p, f"not a valid DICOM file ({e})") from None
-    except Exception as e:  # pydicom raises many types for broken files
-        raise ImageReadError(p, f"unreadable DICOM ({type(e).__name__}: {e})") from None
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise ImageReadError(p, "DICOM has no pixel data")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    if rows * cols > max_pixels:
-        raise ImageTooLargeError(p, f"{cols}x{rows} pixels exceeds the limit of {max_pixels}")
-    try:
-        raw = ds.pixel_array
-    except Exception as e:
-        hint = (
-            " (compressed transfer syntax: install pylibjpeg / pylibjpeg-libjpeg)"
-            if "handler" in str(e).lower() or "plugin" in str(e).lower()
-            else ""
-        )
-        raise ImageReadError(p, f"cannot decode DICOM pixels: {e}{hint}") from None
-    if raw.ndim == 3 and raw.shape[-1] in (3, 4) and int(ds.get("SamplesPerPixel", 1)) > 1:
-        raw = raw[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-        return _minmax(raw).astype(np.float32)
-    if raw.ndim == 3:  # multi-frame: first frame
-        raw = raw[0]
-    arr = apply_modality_lut(raw, ds)
-    has_voi = "VOILUTSequence" in ds or "WindowCenter" in ds
-    if has_voi:
-        arr = apply_voi_lut(arr, ds)
-    arr = np.asarray(arr, dtype=np.float64)
-    bits = int(ds.get("BitsStored", 8))
-    if "VOILUTSequence" in ds:
-        lut_bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-        lo, hi = 0.0, float(2**lut_bits - 1)
-    elif int(ds.get("PixelRepresentation", 0)) == 1:
-        lo, hi = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
-    else:
-        lo, hi = 0.0, float(2**bits - 1)
-    if (
-        arr.min() < lo or arr.max() > hi
-    ):  # a modality LUT moved the values (e.g. rescale slope): use their range
-        out = _minmax(arr)
-    else:
-        out = (arr - lo) / (hi - lo)
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
-        out = 1.0 - out
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+__all__ = ["DICOM_SUFFIXES", "IMAGE_SUFFIXES", "MAX_PIXELS", "has_dicom_marker", "is_dicom", "read_image",
+           "read_image_bytes"]

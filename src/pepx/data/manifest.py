@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
 from pepx import CLASSES
+from pepx.fileio import display_path, file_problem
 
 #: Columns every manifest has, in this order; others pass through after them.
 MANIFEST_COLUMNS = ("path", "label", "patient_id", "source", "age_group", "view")
@@ -24,7 +25,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = f" (row {self.row})" if self.row is not None else ""
-        return f"{self.path}{where}: {self.reason}"
+        return f"{display_path(self.path)}{where}: {self.reason}"
 
 
 @dataclass
@@ -49,7 +50,9 @@ class SourceResult:
 
 
 def finalize(rows: list[dict], problems: list[Problem], check_files: bool = True) -> pd.DataFrame:
-    """Validate adapter rows into a manifest: known label, existing file, one class per patient.
+    """Validate adapter rows into a manifest: known label, a readable regular file, one label per image
+    (the same file - by path, link or hard link - under two labels is a label conflict: all its rows go),
+    one class per patient.
 
     Each row dict has at least `path`, `label`, `patient_id`, `source` and `_row` (its line/row number for
     reports). Rows failing a check are appended to `problems` and dropped; the rest are returned.
@@ -61,10 +64,15 @@ def finalize(rows: list[dict], problems: list[Problem], check_files: bool = True
         if r.get("label") not in CLASSES:
             problems.append(Problem(path, rowno, f"unknown label: {r.get('label')!r}"))
             continue
-        if check_files and not Path(path).is_file():
+        problem = file_problem(path) if check_files else None
+        if problem == "file not found":
             problems.append(Problem(path, rowno, "missing file: listed but not on disk"))
             continue
+        if problem is not None:
+            problems.append(Problem(path, rowno, f"unreadable file: {problem}"))
+            continue
         good.append(r)
+    good = _drop_label_conflicts(good, problems)
     frame = pd.DataFrame(good, columns=None if good else [*MANIFEST_COLUMNS, "_row"])
     for col in MANIFEST_COLUMNS:
         if col not in frame.columns:
@@ -101,6 +109,31 @@ def finalize(rows: list[dict], problems: list[Problem], check_files: bool = True
     frame = frame[~dup]
     rest = [c for c in frame.columns if c not in MANIFEST_COLUMNS and c != "_row"]
     return frame[[*MANIFEST_COLUMNS, *rest]].reset_index(drop=True)
+
+
+def _identity(path: str) -> tuple[int, int] | str:
+    """What makes two paths one image: the file's device and inode when it exists, else the path."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.abspath(path)
+    return st.st_dev, st.st_ino
+
+
+def _drop_label_conflicts(rows: list[dict], problems: list[Problem]) -> list[dict]:
+    """Rows whose image (one file, however reached) is listed under one label only; the others reported."""
+    labels: dict[tuple[int, int] | str, set[str]] = {}
+    keys = [_identity(str(r["path"])) for r in rows]
+    for key, r in zip(keys, rows, strict=True):
+        labels.setdefault(key, set()).add(r["label"])
+    kept = []
+    for key, r in zip(keys, rows, strict=True):
+        if len(labels[key]) > 1:
+            problems.append(Problem(str(r["path"]), r.get("_row"), "label conflict: the same image is listed "
+                                    f"as {', '.join(sorted(labels[key]))}"))
+        else:
+            kept.append(r)
+    return kept
 
 
 def empty_manifest() -> pd.DataFrame:

@@ -10,6 +10,8 @@ import pandas as pd
 
 from pepx import CLASSES
 from pepx.data.errors import SplitError
+from pepx.data.sources import source_path
+from pepx.fileio import atomic_path, check_output_file
 
 log = logging.getLogger("pepx.data")
 SPLITS = ("train", "val", "test")
@@ -138,13 +140,29 @@ def _too_small(
     )
 
 
+def check_split_out(out: str | Path, spec: str, manifest: pd.DataFrame) -> Path:
+    """`out` as a Path when the split of the source `spec` may be written there: a file name (not a folder,
+    not a FIFO) that is neither the source's own label file nor one of its images; else an error naming it."""
+    out = check_output_file(out, "--out")
+    target = out.resolve()
+    own = source_path(spec)
+    if own is not None and (target == own.resolve() or (own.is_dir() and out.is_file() and
+                                                        target.parent == own.resolve()
+                                                        and out.suffix.lower() in (".csv", ".txt"))):
+        raise SplitError(f"--out {out}: is a label file of the data source {spec}; name another file")
+    if out.exists() and str(target) in {str(Path(p).resolve()) for p in manifest["path"]}:
+        raise SplitError(f"--out {out}: is one of the source's images; name another file")
+    return out
+
+
 def save_split(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a split (any manifest with a `split` column) as CSV."""
+    """Write a split (any manifest with a `split` column) as CSV, atomically; file names that are not valid
+    UTF-8 are written as their bytes (read back by `load_split`)."""
     if "split" not in df.columns:
         raise ValueError("save_split: frame has no `split` column")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, errors="surrogateescape")
     return path
 
 
@@ -155,7 +173,8 @@ def load_split(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise SplitError(f"{path}: no such split file" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        df = pd.read_csv(path, dtype={"patient_id": str, "label": str, "split": str, "path": str})
+        df = pd.read_csv(path, dtype={"patient_id": str, "label": str, "split": str, "path": str},
+                         encoding_errors="surrogateescape")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise SplitError(f"{path}: not a readable split CSV ({str(err).strip().splitlines()[0]})") from None
     missing = {"path", "label", "patient_id", "split"} - set(df.columns)

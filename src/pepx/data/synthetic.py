@@ -34,6 +34,7 @@ import pandas as pd
 from PIL import Image
 
 from pepx import CLASSES
+from pepx.data.errors import SourceError
 
 #: Acquisition look of each synthetic source: (contrast, gamma, noise sd, blur-ish offset).
 SOURCES = {
@@ -223,8 +224,12 @@ def ensure_synthetic(spec: SyntheticSpec, cache_root: Path) -> Path:
     )
     if (final / "metadata.csv").is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    except OSError as err:
+        raise SourceError(f"synthetic: cannot write the set into the cache {final.parent} "
+                          f"({err.strerror or err}); set $PEPX_CACHE to a writable folder") from None
     try:
         generate(spec, tmp)
         try:

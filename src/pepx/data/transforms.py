@@ -23,6 +23,8 @@ from scipy import ndimage
 
 from pepx.data.io import read_image
 
+#: Largest share of rows `top_crop` may remove (exclusive); the values `equalize` and `normalize` take.
+MAX_TOP_CROP = 0.5
 EQUALIZE: tuple[str, ...] = ("none", "hist")
 NORMALIZE: tuple[str, ...] = ("image", "none")
 
@@ -31,7 +33,8 @@ NORMALIZE: tuple[str, ...] = ("image", "none")
 class Preprocess:
     """Preprocessing settings; `top_crop` and `square` key the cache (the others apply at read time).
 
-    Raises ValueError for an unknown `normalize` or `equalize` mode."""
+    Raises ValueError for an unknown `normalize` or `equalize` mode, or a `top_crop` / `square` of the wrong
+    type or range."""
 
     top_crop: float = 0.0  # fraction of the height removed from the top (COVID-Net: 0.08)
     square: bool = True  # centre crop to a square before resizing (else the image is squashed)
@@ -42,8 +45,11 @@ class Preprocess:
         for name, choices in (("normalize", NORMALIZE), ("equalize", EQUALIZE)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(choices)}")
-        if not 0.0 <= float(self.top_crop) < 0.5:
-            raise ValueError(f"top_crop={self.top_crop!r}: must be in [0, 0.5)")
+        crop = self.top_crop
+        if isinstance(crop, bool) or not isinstance(crop, (int, float)) or not 0.0 <= crop < MAX_TOP_CROP:
+            raise ValueError(f"top_crop={crop!r}: must be a number in [0, {MAX_TOP_CROP})")
+        if not isinstance(self.square, bool):
+            raise ValueError(f"square must be true or false, got {self.square!r}")
 
     @classmethod
     def from_any(cls, value: Preprocess | dict[str, Any] | None) -> Preprocess:

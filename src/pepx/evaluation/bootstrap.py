@@ -21,10 +21,14 @@ N_BOOT = 2000
 LEVEL = 0.95
 
 
+#: Most bootstrap resamples (beyond it the CIs do not move, and a typo would run for hours).
+MAX_BOOT = 100_000
+
+
 def check_bootstrap(n_boot: int, level: float = LEVEL) -> None:
-    """Raise `ConfigError` unless ``n_boot`` >= 1 and 0 < ``level`` < 1."""
-    if n_boot < 1:
-        raise ConfigError(f"n_boot must be >= 1 (bootstrap resamples), got {n_boot}")
+    """Raise `ConfigError` unless 1 <= ``n_boot`` <= `MAX_BOOT` and 0 < ``level`` < 1."""
+    if not 1 <= n_boot <= MAX_BOOT:
+        raise ConfigError(f"n_boot must be >= 1 and <= {MAX_BOOT} (bootstrap resamples), got {n_boot}")
     if not 0 < level < 1:
         raise ConfigError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
 

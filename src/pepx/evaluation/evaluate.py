@@ -23,6 +23,7 @@ from pepx.evaluation.report import (
     write_json,
 )
 from pepx.evaluation.roc import auroc_table, roc_curves
+from pepx.fileio import write_csv, write_text
 
 
 def evaluate_predictions(frame: pd.DataFrame, out: str | Path, *, title: str = "Evaluation",
@@ -41,7 +42,7 @@ def evaluate_predictions(frame: pd.DataFrame, out: str | Path, *, title: str = "
         raise DataError(f"nothing to score: {len(frame)} predictions, none with a label in {CLASSES}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "predictions.csv", index=False)
+    write_csv(frame, out / "predictions.csv", index=False)
     notes = list(notes or [])
     if unknown.any():
         notes.append(f"{int(unknown.sum())} images with a label outside {CLASSES} are predicted (see "
@@ -68,7 +69,7 @@ def evaluate_predictions(frame: pd.DataFrame, out: str | Path, *, title: str = "
         "notes": notes, "adults": adults_summary(frame, n_boot=n_boot, seed=seed, level=level),
     }
     write_json(summary, out / "metrics.json")
-    (out / "report.md").write_text(evaluation_markdown(summary, level=level))
+    write_text(out / "report.md", evaluation_markdown(summary, level=level))
     return summary
 
 

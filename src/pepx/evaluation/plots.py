@@ -10,12 +10,14 @@ from matplotlib.figure import Figure
 
 from pepx import CLASS_DISPLAY, CLASSES
 from pepx.evaluation.metrics import ECE_BINS, PROB_COLUMNS
+from pepx.fileio import atomic_path
 
 
 def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     """Save a figure as PNG and return its path."""
     path = Path(path)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     return path
 
 

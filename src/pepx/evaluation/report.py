@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pepx import CLASS_DISPLAY, CLASSES
+from pepx.fileio import write_text
 from pepx.markdown import DASH, fmt, markdown_table
 
 
@@ -78,5 +79,4 @@ def _jsonable(obj: object) -> object:
 def write_json(obj: object, path: str | Path) -> Path:
     """Write ``obj`` (dicts, lists, DataFrames, numpy values) as indented JSON; NaN becomes null."""
     path = Path(path)
-    path.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
-    return path
+    return write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")

@@ -35,6 +35,7 @@ from pepx.experiments.grid import (
 from pepx.experiments.mitigations import mitigation_runs
 from pepx.experiments.profiles import Profile
 from pepx.experiments.report_cv import write_cv_report
+from pepx.fileio import write_csv
 
 FOLDS_FILE, SPLITS_DIR, POOLED_DIR, INNER_DIR = "folds.csv", "splits", "pooled", "inner-val"
 
@@ -48,14 +49,14 @@ def prepare_cv(profile: Profile, out: Path, k: int, pseudo_test: bool = False) -
     if not path.exists():
         folded = add_pixel_hashes(assign_folds(load_source(profile.data).manifest, k, seed=profile.split_seed,
                                                pseudo_test=pseudo_test))
-        folded.to_csv(path, index=False)
+        write_csv(folded, path, index=False)
     return pd.read_csv(path, dtype={"patient_id": str, "label": str, "path": str})
 
 
 def _write_once(path: Path, make: Callable[[], pd.DataFrame]) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        make().to_csv(path, index=False)
+        write_csv(make(), path, index=False)
     return path
 
 

@@ -24,6 +24,7 @@ from pepx.evaluation.breakdown import fill_columns, missing_columns
 from pepx.experiments.executors import Executor
 from pepx.experiments.parallel import Job, is_complete, run_jobs
 from pepx.experiments.profiles import Profile
+from pepx.fileio import write_text
 from pepx.training.layout import RunLayout
 
 SPLIT_FILE, GRID_FILE, TIMINGS_FILE, RUNS_DIR = "split.csv", "grid.json", "timings.json", "runs"
@@ -140,7 +141,7 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
             raise ConfigError(f"{out} holds a reproduce with other settings ({', '.join(changed)}): "
                               "use another --out, or the same settings to continue it")
     else:
-        grid_file.write_text(json.dumps(settings, indent=1))
+        write_text(grid_file, json.dumps(settings, indent=1))
 
 
 def profile_settings(profile: Profile, **protocol: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pepx.experiments.comparisons import HEADLINE, Cell, cell_label, fmt_p, poin
 from pepx.experiments.figures import optimisation_figure
 from pepx.experiments.folds import TRAIN_ONLY
 from pepx.experiments.grid import GridRun, read_metrics
+from pepx.fileio import write_csv
 from pepx.markdown import markdown_table
 
 #: The early epoch at which the networks are compared (the last shared epoch for shorter runs).
@@ -139,7 +140,7 @@ def optimisation_section(grid: Mapping[Cell, Mapping[GridRun, Path]], folded: pd
     last = max(int(f["epoch"].max()) for frames in cells.values() for f in frames)
     optimisation_figure(cells, out / "figure_optimisation.png", unit="folds", mark_epoch=e)
     table = early_epoch_tests(per_fold, e, holdout_ratio(folded, folds))
-    table.to_csv(out / "optimisation.csv", index=False)
+    write_csv(table, out / "optimisation.csv", index=False)
     short = " (the last: these runs are too short for an early epoch)" if e == last else ""
     n_pseudo = int((folded["fold"] == TRAIN_ONLY).sum())
     pseudo = f"; n_train counts the {n_pseudo} training-only rows" if n_pseudo else ""

@@ -27,6 +27,7 @@ from typing import Any
 
 from pepx.errors import RunError, RunInterrupted
 from pepx.experiments.executors import Executor, LocalExecutor, Task, threads_per_job
+from pepx.fileio import write_text
 from pepx.training.layout import RunLayout
 
 __all__ = ["Job", "has_started", "is_complete", "run_jobs", "threads_per_job"]
@@ -142,7 +143,7 @@ class _Grid:
 
     def _finished(self, i: int, job: Job, seconds: float) -> None:
         self.timings[job.name] = self.timings.get(job.name, 0.0) + seconds
-        self.timings_file.write_text(json.dumps(self.timings, indent=1))
+        write_text(self.timings_file, json.dumps(self.timings, indent=1))
         self.finished += 1
         self.log(f"{self.tag(i)} {job.name}: done in {self.timings[job.name]:.1f} s")
         elapsed = (time.perf_counter() - self.start) / 60

@@ -24,6 +24,7 @@ from pepx.experiments.cv import INNER_DIR, reproduce_cv
 from pepx.experiments.executors import Executor
 from pepx.experiments.grid import read_timings
 from pepx.experiments.profiles import Profile, get_profile
+from pepx.fileio import write_csv, write_text
 from pepx.markdown import markdown_table
 
 #: Settings that do not change what a recipe learns (left out of the "changes" column).
@@ -72,8 +73,8 @@ def score_recipes(candidates: Sequence[str], out: str | Path, k: int = 5, folds:
     for col in ("diff", "diff_low", "diff_high", "p_holm", "detectable"):
         table[f"best_minus_{col}" if col.startswith("diff") else col] = [
             tests.loc[c, col] if c in tests.index else float("nan") for c in table["candidate"]]
-    table.to_csv(out / "recipes.csv", index=False)
-    (out / "recipes.md").write_text(recipes_markdown(table, k, folds) + "\n")
+    write_csv(table, out / "recipes.csv", index=False)
+    write_text(out / "recipes.md", recipes_markdown(table, k, folds) + "\n")
     log(f"recipes: {out / 'recipes.md'} (best: {best})")
     return out / "recipes.md"
 

@@ -35,6 +35,7 @@ from pepx.experiments.reproduce import (
     tables_section,
 )
 from pepx.experiments.tables import cell_summary, write_tables
+from pepx.fileio import write_csv, write_text
 from pepx.markdown import markdown_table
 
 
@@ -112,18 +113,18 @@ def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dic
     metrics = {cell: fold_frames(runs) for cell, runs in grid.items()}
     (out / "pooled").mkdir(exist_ok=True)
     for (model, cell_loss), frames in preds.items():
-        pd.concat([f.assign(seed=s) for s, f in enumerate(frames)]).to_csv(
-            out / "pooled" / f"{model}-{cell_loss}.csv", index=False)
+        write_csv(pd.concat([f.assign(seed=s) for s, f in enumerate(frames)]),
+                  out / "pooled" / f"{model}-{cell_loss}.csv", index=False)
     summary = cell_summary(preds, n_boot=prof.n_boot)
-    summary.to_csv(out / "summary.csv", index=False)
+    write_csv(summary, out / "summary.csv", index=False)
     tables = write_tables(summary, out)
     per_fold = fold_accuracy(preds)
-    per_fold.to_csv(out / "fold_accuracy.csv", index=False)
+    write_csv(per_fold, out / "fold_accuracy.csv", index=False)
     figure9(metrics, out / "figure9.png", unit="folds")
     figure10(metrics, out / "figure10.png", unit="folds")
     has_abc = residual_figure(metrics, out / "figure_abc.png", unit="folds") is not None
     ensemble, per_seed = paired_tests(preds, n_boot=prof.n_boot)
-    ensemble.to_csv(out / "paired_tests.csv", index=False)
+    write_csv(ensemble, out / "paired_tests.csv", index=False)
     head = (HEADLINE[0], loss) if (HEADLINE[0], loss) in preds else next(iter(preds))
     head_eval = evaluate_predictions(mean_predictions(preds[head]), out / "headline", n_boot=prof.n_boot,
                                      title=f"{cell_label(head)} (pooled out-of-fold, seed ensemble)")
@@ -164,7 +165,7 @@ def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dic
     lines += [f"Wall time of this call {duration(total)} ({duration(train_seconds)} of it training).", ""]
     lines += provenance(prof, timings, total) + statistics_notes(prof, unit="folds")
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     write_json({"profile": prof.to_dict(), "cv": k, "folds": list(folds), "pseudo_test": pseudo_test,
                 "inner_val": inner_val, "versions": versions(), "timings_s": timings,
                 "leaks": leaks, "total_s": time.perf_counter() - start}, out / "provenance.json")
@@ -178,7 +179,7 @@ def _ablation_section(prof: Profile, folders: dict[GridRun, Path], folds: Sequen
     if default is None:
         default = pooled_predictions(_grid(folders, folds, inner_val)[("pepx_resnet", loss)])
     table = ablation_tests(default, {name: pooled_predictions(r) for name, r in runs.items()}, prof.n_boot)
-    table.to_csv(out / "ablations.csv", index=False)
+    write_csv(table, out / "ablations.csv", index=False)
     missing = [name for name in ABLATIONS if name not in runs]
     not_run = [f"Not run here: {', '.join(missing)} (`--ablations` named the others).", ""] if missing else []
     return ["## Ablations of the paper's choices", "",
@@ -196,7 +197,7 @@ def _mitigation_section(prof: Profile, folders: dict[GridRun, Path], folds: Sequ
         default = pooled_predictions(_grid(folders, folds, inner_val)[("pepx_resnet", loss)])
     pooled = {name: pooled_predictions(r) for name, r in runs.items()}
     table = mitigation_tests(default, pooled, prof.n_boot)
-    table.to_csv(out / "mitigations.csv", index=False)
+    write_csv(table, out / "mitigations.csv", index=False)
     lines = ["## Mitigations of source shortcuts", "",
              f"PEPX-ResNet + {loss} with the profile's recipe (default) against the same network with each "
              "mitigation, same folds, budget and seeds, pooled out-of-fold. Each cell: the mitigated figure "
@@ -215,7 +216,7 @@ def _lso_section(prof: Profile, folders: dict[GridRun, Path], preds: Frames, mit
                                      else (r.model, r.loss)) if r.held_out else None)
     frames = {key: [read_predictions(p) for p in runs.values()] for key, runs in held.items()}
     table = lso_table(frames, {**preds, **mitigated}, prof.n_boot)
-    table.to_csv(out / "leave_source_out.csv", index=False)
+    write_csv(table, out / "leave_source_out.csv", index=False)
     return ["## Leave-source-out (external sources)", "",
             "Each source with two or more classes held out of training and tested whole; beside it, the same "
             "network's in-distribution accuracy on that source from the cross-validated grid (its patients "

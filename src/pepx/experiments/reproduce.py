@@ -39,6 +39,7 @@ from pepx.experiments.paper import paper_value
 from pepx.experiments.profiles import Profile, get_profile
 from pepx.experiments.report_parts import duration, provenance, split_markdown, statistics_notes, versions
 from pepx.experiments.tables import cell_summary, write_tables
+from pepx.fileio import write_csv, write_text
 
 __all__ = ["collect", "comparison_pairs", "reproduce"]
 
@@ -73,15 +74,15 @@ def reproduce(data: str | None = None, profile: str | Profile = "smoke", seeds: 
     log("writing the report ...")
     preds, metrics = collect(folders)
     summary = cell_summary(preds, n_boot=prof.n_boot)
-    summary.to_csv(out / "summary.csv", index=False)
+    write_csv(summary, out / "summary.csv", index=False)
     tables = write_tables(summary, out)
     figure9(metrics, out / "figure9.png")
     figure10(metrics, out / "figure10.png")
     has_abc = residual_figure(metrics, out / "figure_abc.png") is not None
     ensemble, per_seed = paired_tests(preds, n_boot=prof.n_boot)
-    ensemble.to_csv(out / "paired_tests.csv", index=False)
+    write_csv(ensemble, out / "paired_tests.csv", index=False)
     if not per_seed.empty:
-        per_seed.to_csv(out / "paired_tests_per_seed.csv", index=False)
+        write_csv(per_seed, out / "paired_tests_per_seed.csv", index=False)
     split = load_split(out / SPLIT_FILE)
     confounds, leaks = confound_report(split), leak_check(split, decode=True)
     head = HEADLINE if HEADLINE in preds else next(iter(preds))
@@ -102,7 +103,7 @@ def reproduce(data: str | None = None, profile: str | Profile = "smoke", seeds: 
     lines += breakdown_section(head, head_eval)
     lines += provenance(prof, timings, total) + statistics_notes(prof)
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     write_json({"profile": prof.to_dict(), "versions": versions(), "timings_s": timings,
                 "total_s": time.perf_counter() - start}, out / "provenance.json")
     log(f"report: {path} ({time.perf_counter() - start:.0f} s)")

@@ -17,6 +17,7 @@ from pepx import CLASS_DISPLAY, CLASSES
 from pepx.evaluation.bootstrap import LEVEL, N_BOOT, metric_samples, percentile_interval
 from pepx.evaluation.metrics import compute_metrics
 from pepx.experiments.paper import PAPER_ROWS, TABLES, paper_value
+from pepx.fileio import write_csv, write_text
 from pepx.markdown import DASH, fmt, markdown_table
 
 LOSS_NAMES = {"ce": "softmax CE", "focal": "focal"}
@@ -83,7 +84,7 @@ def write_tables(summary: pd.DataFrame, out: str | Path) -> dict[int, str]:
     texts = {}
     for table in TABLES:
         frame = table_frame(summary, table)
-        frame.to_csv(out / f"table{table}.csv", index=False)
+        write_csv(frame, out / f"table{table}.csv", index=False)
         texts[table] = table_markdown(frame, table)
-        (out / f"table{table}.md").write_text(texts[table] + "\n")
+        write_text(out / f"table{table}.md", texts[table] + "\n")
     return texts

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from pepx.checks import MAX_WIDTH
+
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to a multiple of ``divisor`` (at least ``min_value``, default ``divisor``).
@@ -20,8 +22,8 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 def scaled(channels: int, width: float, divisor: int = 8) -> int:
     """``channels * width`` rounded by :func:`make_divisible` (>= 8 channels)."""
-    if width <= 0:
-        raise ValueError(f"width must be > 0, got {width}")
+    if not 0 < width <= MAX_WIDTH:  # also refuses nan and inf
+        raise ValueError(f"width must be > 0 and <= {MAX_WIDTH:g}, got {width}")
     return make_divisible(channels * width, divisor)
 
 

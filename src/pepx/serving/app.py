@@ -6,9 +6,11 @@
     POST /v1/predict      multipart, one or more `file` fields (PNG, JPEG, DICOM); `?cam=true` adds Grad-CAM
     GET  /docs            OpenAPI (Swagger UI; /openapi.json is the schema)
 
-Every `/v1/` call needs `Authorization: Bearer TOKEN` when `settings.token` is set. Uploads are checked by
+Every `/v1/` call needs `Authorization: Bearer TOKEN` when `settings.token` is set, checked before the body
+is read (`pepx.serving.auth.TokenGate`). Uploads are checked by
 `pepx.serving.uploads` (413 / 415 / 422 with the reason), decoded and preprocessed in a bounded thread pool,
-and each image goes through the `DynamicBatcher` (503 + Retry-After when its queue is full). Weights are only
+and each image goes through the `DynamicBatcher` (503 + Retry-After when its queue is full; 503, and a
+failing `/v1/health`, should its inference thread ever stop). Weights are only
 ever loaded through `pepx.serving.load_bundle` / `Predictor` (by the caller, see `pepx.serving.server`).
 """
 
@@ -40,7 +42,9 @@ from swagger_ui_bundle import swagger_ui_path
 
 import pepx
 from pepx.data.io import MAX_PIXELS
-from pepx.serving.batching import DynamicBatcher, QueueFullError
+from pepx.errors import ConfigError
+from pepx.serving.auth import TokenGate
+from pepx.serving.batching import MAX_WAIT_MS, BatcherDown, DynamicBatcher, QueueFullError
 from pepx.serving.gate.dicom import read_tags
 from pepx.serving.gate.gate import GATE_OFF, GateResult
 from pepx.serving.gradcam import Explanation, overlay
@@ -82,9 +86,23 @@ class ServeSettings:
     cam_size: int = 512
     runtime_info: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} {value}: must be a number in [{low:g}, {high:g}]")
+
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_upload_mb * 1_000_000)
+
+
+#: The range of every numeric setting (a typo such as `--max-wait-ms inf` or `--workers 100000` is refused).
+LIMITS: dict[str, tuple[float, float]] = {
+    "max_upload_mb": (0.001, 1024.0), "max_files": (1, 256), "max_pixels": (1, 1_000_000_000),
+    "max_batch": (1, 1024), "max_wait_ms": (0.0, MAX_WAIT_MS), "max_queue": (1, 100_000), "workers": (1, 64),
+    "cam_size": (16, 4096)}
 
 
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
@@ -109,6 +127,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     app = FastAPI(title="pepx", version=pepx.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Chest X-ray classification with {bundle.id} {bundle.version}. {NOTICE}")
     app.add_middleware(BodyLimit, max_bytes=s.max_body_bytes, hint=" (pepx serve --max-upload-mb)")
+    if s.token:  # outside the body limit: no byte of a request without the token is read
+        app.add_middleware(TokenGate, token=s.token)
     app.state.batcher, app.state.predictor, app.state.settings = batcher, predictor, s
     if s.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins), allow_methods=["GET", "POST"],
@@ -116,12 +136,16 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(_Bearer(s.token))] if s.token else [])
 
-    @v1.get("/health", summary="Liveness, model, runtime and batching counters")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": _model_id(predictor), "runtime": predictor.runtime,
+    @v1.get("/health", summary="Liveness, model, runtime and batching counters (503 when inference stopped)")
+    async def health() -> Any:
+        body = {"status": "ok", "model": _model_id(predictor), "runtime": predictor.runtime,
                 "gate": predictor.gate_status, "runtime_choice": s.runtime_info,
                 "device": str(predictor.device),
                 "batching": batcher.stats(), "uptime_s": round(time.time() - started, 1)}
+        if batcher.alive:
+            return body
+        return JSONResponse({**body, "status": "error", "detail": f"inference stopped: {batcher.error!r}"},
+                            status_code=503)
 
     @v1.get("/model", summary="The model card (Markdown) and config.json")
     async def model() -> dict[str, Any]:
@@ -158,6 +182,9 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         full = next((r for r in results if isinstance(r, QueueFullError)), None)
         if full is not None:
             raise HTTPException(503, str(full), headers={"Retry-After": str(full.retry_after)})
+        down = next((r for r in results if isinstance(r, BatcherDown)), None)
+        if down is not None:
+            raise HTTPException(503, str(down))
         for r in results:
             if isinstance(r, BaseException):
                 raise r
@@ -260,7 +287,7 @@ def _prediction_json(predictor: Predictor, filename: str, probs: np.ndarray,
     return {"filename": filename, "status": "ok", "label": pred.label,
             "label_display": display.get(pred.label) if pred.label else None,
             "probabilities": pred.probabilities, "flagged": list(pred.flagged),
-            **{k: row[k] for k in ("gate", "gate_score", "gate_distance", "gate_reason")}}
+            **{k: row[k] for k in ("gate", "gate_score", "gate_distance", "gate_reason", "caveat")}}
 
 
 def _cam_pictures(predictor: Predictor, image: np.ndarray, class_index: int, size: int) -> dict[str, Any]:

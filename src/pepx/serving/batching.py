@@ -7,7 +7,10 @@ forward passes, which is where the throughput comes from on a CPU (one batched c
 better than several small ones fighting over them).
 
 The queue is bounded: `submit` raises `QueueFullError` (the server's 503 + Retry-After) instead of letting
-waiting work and memory grow without limit. `max_batch=1` turns batching off (one image per forward pass,
+waiting work and memory grow without limit. Should an inference thread die (a bug outside the forward pass,
+which fails only its own requests), the batcher says so instead of letting requests wait for ever: every
+waiting request fails with `BatcherDown`, `submit` raises it, and `alive` is False (the server's health
+check and 503). `max_batch=1` turns batching off (one image per forward pass,
 same queue and limits), which is what `benchmarks/serve.py` compares against.
 
 Written here rather than taken from a library: TorchServe and Triton are whole servers, and the small
@@ -31,6 +34,8 @@ import torch
 from pepx.errors import ConfigError
 
 _STOP = object()
+#: Longest wait for a batch to fill (ms): beyond it one image would wait seconds for company.
+MAX_WAIT_MS = 10_000.0
 
 
 class QueueFullError(RuntimeError):
@@ -39,6 +44,10 @@ class QueueFullError(RuntimeError):
     def __init__(self, depth: int, retry_after: int) -> None:
         self.depth, self.retry_after = depth, retry_after
         super().__init__(f"inference queue full ({depth} images waiting): retry in {retry_after} s")
+
+
+class BatcherDown(RuntimeError):
+    """An inference thread has stopped: the batcher answers nothing more (the server's 503)."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,9 @@ class DynamicBatcher:
 
     def __init__(self, predict: Callable[[torch.Tensor], Any], max_batch: int = 16,
                  max_wait_ms: float = 5.0, max_queue: int = 64, workers: int = 1) -> None:
-        if max_batch < 1 or max_queue < 1 or workers < 1 or max_wait_ms < 0:
-            raise ConfigError("max_batch, max_queue and workers must be >= 1 and max_wait_ms >= 0")
+        if max_batch < 1 or max_queue < 1 or workers < 1 or not 0 <= max_wait_ms <= MAX_WAIT_MS:
+            raise ConfigError(f"max_batch, max_queue and workers must be >= 1 and max_wait_ms in [0, "
+                              f"{MAX_WAIT_MS}], got {max_batch}, {max_queue}, {workers} and {max_wait_ms}")
         self.predict = predict
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000.0, max_queue
         self.n_workers = workers
@@ -86,6 +96,7 @@ class DynamicBatcher:
         self._lock = threading.Lock()
         self._item_seconds = 0.05  # running estimate of one image's share of a forward pass (Retry-After)
         self.images = self.batches = self.rejected = self.largest_batch = 0
+        self.error: BaseException | None = None  # why an inference thread stopped
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> DynamicBatcher:
@@ -101,26 +112,30 @@ class DynamicBatcher:
         seconds fails with "server shutting down"."""
         threads, self._threads = self._threads, []
         for _ in threads:
-            self._queue.put(_STOP)  # blocks only while the queue is full, and the workers are draining it
+            try:  # waits only while the queue is full and the workers drain it
+                self._queue.put(_STOP, timeout=timeout)
+            except queue.Full:
+                break
         for t in threads:
             t.join(timeout)
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP and item.future.set_running_or_notify_cancel():
-                item.future.set_exception(RuntimeError("server shutting down"))
+        self._fail_queued(RuntimeError("server shutting down"))
 
     @property
     def running(self) -> bool:
         return bool(self._threads)
+
+    @property
+    def alive(self) -> bool:
+        """True while started and every inference thread runs."""
+        return bool(self._threads) and self.error is None and all(t.is_alive() for t in self._threads)
 
     # ------------------------------------------------------------------ use
     def submit(self, x: torch.Tensor) -> Future:
         """Queue one image [C, S, S]; the future's result is a `BatchResult`. Raises `QueueFullError`."""
         if not self._threads:
             raise RuntimeError("DynamicBatcher.submit before start()")
+        if not self.alive:
+            raise BatcherDown(f"the inference thread has stopped ({self.error!r}): restart the server")
         future: Future = Future()
         try:
             self._queue.put_nowait(_Item(x, future, time.perf_counter()))
@@ -141,17 +156,41 @@ class DynamicBatcher:
         with self._lock:
             return {"images": self.images, "forward_passes": self.batches,
                     "largest_batch": self.largest_batch, "rejected": self.rejected, "queue_depth": self.depth,
-                    "max_queue": self.max_queue, "max_batch": self.max_batch,
+                    "max_queue": self.max_queue, "max_batch": self.max_batch, "alive": self.alive,
                     "max_wait_ms": self.max_wait * 1000.0,
                     "mean_batch": round(self.images / self.batches, 3) if self.batches else 0.0}
 
     # ------------------------------------------------------------------ the loop
     def _run(self) -> None:
+        batch: list[_Item] = []
+        try:
+            self._loop(batch)
+        except BaseException as err:  # a bug: say so, and fail what waits rather than leave it hanging
+            self.error = err
+            down = BatcherDown(f"the inference thread stopped ({err!r}): restart the server")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(down)
+            self._fail_queued(down)
+
+    def _fail_queued(self, error: BaseException) -> None:
         while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP and item.future.set_running_or_notify_cancel():
+                item.future.set_exception(error)
+
+    def _loop(self, batch: list[_Item]) -> None:
+        """Serve batches until `_STOP`; `batch` is the one in hand (failed by `_run` if this raises)."""
+        while True:
+            batch.clear()
             first = self._queue.get()
             if first is _STOP:
                 return
-            batch, stop = [first], False
+            batch.append(first)
+            stop = False
             deadline = time.perf_counter() + self.max_wait
             while len(batch) < self.max_batch:
                 left = deadline - time.perf_counter()
@@ -191,4 +230,4 @@ class DynamicBatcher:
                                                seconds * 1000.0, len(live), extra))
 
 
-__all__ = ["BatchResult", "DynamicBatcher", "QueueFullError"]
+__all__ = ["BatchResult", "BatcherDown", "DynamicBatcher", "QueueFullError"]

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,14 @@ from pepx.evaluation.calibration import calibration_table, fit_temperature, prob
 from pepx.evaluation.evaluate import evaluate_predictions
 from pepx.evaluation.plots import plot_reliability_pair
 from pepx.evaluation.roc import sens_spec, threshold_for_sensitivity
-from pepx.serving.bundle import Bundle, bundle_config, round_like_bundle, write_bundle
+from pepx.serving.bundle import Bundle, bundle_config, check_bundle_out, round_like_bundle, write_bundle
 from pepx.serving.card import model_card
+from pepx.serving.caveats import caveats_from_adults
 from pepx.serving.gate.card import with_gate_card
 from pepx.serving.gate.commands import fit_and_report
 from pepx.serving.predictor import Predictor
 from pepx.serving.runs import RunInfo, read_run
+from pepx.training.evaluate import check_report_folder
 
 #: Operating points made by default: class -> target sensitivity on the validation split.
 DEFAULT_TARGETS: dict[str, float] = {"COVID-19": 0.95}
@@ -175,8 +178,9 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
                     version: str = "0.1.0", calibrate: str | None = None,
                     targets: dict[str, float] | None = None, half: bool = True, n_boot: int = N_BOOT,
                     report_dir: str | Path | None = None, n_checks: int = 4,
-                    command: str | None = None, gate: bool = True,
-                    gate_ood: str | Path | None = None) -> BuildResult:
+                    command: str | None = None, force: bool = False, gate: bool = True,
+                    gate_ood: str | Path | None = None,
+                    history: list[dict[str, str]] | None = None) -> BuildResult:
     """Make the bundle `out` from the run folder `run_dir` (steps in the module docstring).
 
     Args:
@@ -188,8 +192,11 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
         half: store the large tensors as fp16. n_boot: bootstrap resamples of every CI.
         n_checks: reference test images per class recorded in config.json (the suite re-scores them).
         command: the command that trained the run, quoted in the card.
+        force: write into a non-empty `out` that holds no bundle, or another bundle (never a run folder).
         gate: fit the input gate; gate_ood: images of other kinds (cxr-ood layout) whose dev part it also
             learns from (its test part is only scored).
+        history: earlier versions of this bundle, one dict of short texts each (version, data, test, ...),
+            kept in config.json and the card's History table.
     """
     run = read_run(run_dir)
     cfg = run.config
@@ -197,11 +204,12 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
     unknown = sorted(set(targets) - set(CLASSES))
     if unknown:
         raise ConfigError(f"operating point for unknown class(es) {unknown}; classes: {', '.join(CLASSES)}")
-    out = Path(out)
-    report = Path(report_dir) if report_dir is not None else run.path / "bundle_report"
     base = bundle_config(cfg.model, cfg.model_kwargs, image_size=cfg.image_size, in_chans=cfg.in_chans,
                          preprocess=cfg.preprocess_settings(),
                          bundle_id=bundle_id or f"{cfg.model}-{cfg.loss}-{run.path.name}", version=version)
+    out = check_bundle_out(out, base["id"], force)
+    report = check_report_folder(report_dir if report_dir is not None else run.path / "bundle_report",
+                                 "--report")
     model = round_like_bundle(run.model, half)
     with tempfile.TemporaryDirectory() as tmp:  # the uncalibrated bundle gives the logits
         predictor = Predictor(write_bundle(model, tmp, base, half=half), device="cpu")
@@ -250,7 +258,10 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
                                             for s in counts.index},
                            "command": command},
               "test_metrics": _table_dict(pd.concat([evaluation["metrics"], evaluation["auroc"]])),
-              "checks": {"data": cfg.data, "images": checks}}
+              "checks": {"data": cfg.data, "images": checks},
+              "caveats": caveats_from_adults(evaluation["adults"])}
+    if history:
+        config["history"] = history
     bundle = write_bundle(model, out, config, half=half)
     gate_note = "off (--no-gate)"
     if gate:
@@ -266,9 +277,22 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
                "evaluation": evaluation, "calibration": {"temperature": temperature, "fitted_on": cal_what,
                                                          "table": cal_table},
                "operating_points": points, "shortcut": _shortcut(preds, run.rows("train")), "checks": checks,
-               "gate": gate_note}
+               "gate": gate_note, "history": history}
     bundle = bundle.with_changes(card=model_card(summary) + _gate_card(bundle))
     return BuildResult(bundle.save(out), report, summary)
+
+
+def read_history(path: str | Path) -> list[dict[str, str]]:
+    """`--history FILE.json`: a list of objects whose values are short texts (`ConfigError` otherwise)."""
+    try:
+        history = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"--history {path}: cannot read it as JSON ({err})") from None
+    if not isinstance(history, list) or not all(
+            isinstance(h, dict) and h and all(isinstance(v, str) for v in h.values()) for h in history):
+        raise ConfigError(f"--history {path}: expected a list of objects of texts, e.g. "
+                          '[{"version": "1.0.0", "test": "accuracy 0.88"}]')
+    return history
 
 
 def _gate_card(bundle: Bundle) -> str:
@@ -302,4 +326,4 @@ def _leak_text(split: pd.DataFrame) -> str:
 
 
 __all__ = ["DEFAULT_TARGETS", "BuildResult", "bundle_from_run", "logits_for", "parse_targets",
-           "predictions_frame", "predictor_from_run"]
+           "predictions_frame", "predictor_from_run", "read_history"]

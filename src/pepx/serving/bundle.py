@@ -9,12 +9,13 @@
       gate.safetensors    optional: the input gate's fitted arrays (config.json's `gate` section names it
                           with its sha256; `pepx.serving.gate.section`)
 
-`load_bundle(path)` checks the folder before anything runs: a missing or malformed file, an unknown format
-version, or weights whose sha256 differs from config.json's is a `BundleError` naming the bundle and the
-reason. Weights are stored as fp16 for the large tensors (convolution and linear weights, >= 1,024 values:
-almost every byte) and fp32 for the rest (batch-norm statistics, biases, PEPX-ResNet's A, B, C); they are
-computed in fp32. A bundle's numbers (card, calibration, operating points) are measured on the weights as
-stored, after that rounding.
+`load_bundle(path)` checks the folder before anything runs: config.json validated whole
+(`pepx.serving.bundle_schema`), every file a regular file inside the folder (no symbolic link, no path out of
+it), and the weights' sha256; any failure is a `BundleError` naming the bundle and the reason. Weights are
+stored as fp16 for the large tensors (convolution and linear weights, >= 1,024 values: almost every byte)
+and fp32 for the rest (batch-norm statistics, biases, PEPX-ResNet's A, B, C); they are computed in fp32.
+A bundle's numbers (card, calibration, operating points) are measured on the weights as stored, after that
+rounding.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ from torch import nn
 import pepx
 from pepx.data.transforms import Preprocess
 from pepx.errors import BundleError
+from pepx.fileio import write_bytes, write_text
 from pepx.models import create_model
+from pepx.serving.bundle_schema import FORMAT, FORMAT_VERSION, validate_config
 from pepx.serving.gate.section import GATE_FILE, GATE_KEY, GateSection, read_gate_section
 
-FORMAT, FORMAT_VERSION = "pepx-bundle", 1
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
 #: The bundle that ships inside the package (`pepx predict` without `--model`).
 SHIPPED = "pepx-resnet-focal-cxr-real"
@@ -227,19 +229,15 @@ def _write(out: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor], 
     else:
         gate_data, entry = gate_file(gate_tensors)
         config[GATE_KEY] = {**config.get(GATE_KEY, {}), **entry}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / WEIGHTS_FILE).write_bytes(data)
+    write_bytes(out / WEIGHTS_FILE, data)
     if gate_data is not None:
-        (out / GATE_FILE).write_bytes(gate_data)
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
-    (out / CARD_FILE).write_text(card if card.endswith("\n") or not card else card + "\n")
+        write_bytes(out / GATE_FILE, gate_data)
+    write_text(out / CONFIG_FILE, json.dumps(config, indent=2, allow_nan=False) + "\n")
+    write_text(out / CARD_FILE, card if card.endswith("\n") or not card else card + "\n")
     return load_bundle(out)
 
 
 # ---------------------------------------------------------------------- loading
-_REQUIRED = ("id", "version", "architecture", "classes", "input", "preprocess", "calibration", "weights")
-
-
 def is_bundle(path: str | Path) -> bool:
     """True when `path` is a folder holding a bundle's config.json (a run folder has config.yaml instead)."""
     return (Path(path) / CONFIG_FILE).is_file()
@@ -248,25 +246,24 @@ def is_bundle(path: str | Path) -> bool:
 def load_bundle(path: str | Path | None = None) -> Bundle:
     """Read and check the bundle folder `path` (None: the shipped bundle). Never unpickles.
 
-    Raises `BundleError` naming the bundle and the reason for a missing or malformed file, an unsupported
-    format version, or weights whose sha256 differs from the one config.json records.
+    Raises `BundleError` naming the bundle and the reason for a missing, malformed or linked file (a file
+    must be a regular file inside the folder), a config.json that fails `bundle_schema.validate_config`, or
+    weights whose sha256 differs from the one config.json records.
     """
     root = default_bundle_path() if path is None else Path(path)
     if root.is_file() and root.name == CONFIG_FILE:
         root = root.parent
     if not root.is_dir():
         raise BundleError(f"{root}: no such bundle folder")
-    if not (root / CONFIG_FILE).is_file():
+    if not (root / CONFIG_FILE).exists() and not (root / CONFIG_FILE).is_symlink():
         if (root / "config.yaml").is_file():
             raise BundleError(f"{root} is a run folder, not a bundle: make one with `pepx export {root} "
                               "--out BUNDLE`")
         raise BundleError(f"{root}: not a bundle (no {CONFIG_FILE})")
     config = _read_config(root)
-    weights = root / str(config["weights"].get("file", WEIGHTS_FILE))
-    if not weights.is_file():
-        raise BundleError(f"{root}: weights file {weights.name} is missing")
+    weights = bundle_file(root, str(config["weights"].get("file", WEIGHTS_FILE)), "weights file")
     data = weights.read_bytes()
-    expected = str(config["weights"].get("sha256", ""))
+    expected = str(config["weights"]["sha256"])
     if sha256_bytes(data) != expected:
         raise BundleError(f"{root}: {weights.name} fails its checksum (sha256 {sha256_bytes(data)[:16]}..., "
                           f"config.json says {expected[:16]}...): the weights were changed or damaged")
@@ -274,7 +271,12 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         tensors = load_safetensors(data)
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise BundleError(f"{root}: {weights.name} is not a readable safetensors file ({err})") from None
-    card = (root / CARD_FILE).read_text() if (root / CARD_FILE).is_file() else ""
+    card_file = root / CARD_FILE
+    card = bundle_file(root, CARD_FILE, "model card").read_text() if card_file.exists() or \
+        card_file.is_symlink() else ""
+    for fmt, entry in (config.get("exports") or {}).items():
+        if (root / entry["file"]).exists() or (root / entry["file"]).is_symlink():
+            bundle_file(root, entry["file"], f"{fmt} export")
     return Bundle(root, config, card, tensors, _read_gate(root, read_gate_section(config, root)))
 
 
@@ -283,7 +285,8 @@ def _read_gate(root: Path, section: GateSection | None) -> dict[str, torch.Tenso
     if section is None:
         return None
     file = root / section.file
-    data = file.read_bytes() if file.is_file() else b""
+    data = bundle_file(root, section.file, "gate file").read_bytes() if file.exists() or file.is_symlink() \
+        else b""
     if sha256_bytes(data) != section.sha256:
         raise BundleError(f"{root}: the gate's {section.file} is missing or fails its checksum: refit it "
                           "(`pepx gate fit`) or remove config.json's gate section")
@@ -293,33 +296,54 @@ def _read_gate(root: Path, section: GateSection | None) -> dict[str, torch.Tenso
         raise BundleError(f"{root}: {section.file} is not a readable safetensors file ({err})") from None
 
 
+def check_bundle_out(out: str | Path, bundle_id: str, force: bool = False) -> Path:
+    """Where `pepx export` may write the bundle `bundle_id`: a new or empty folder, or a bundle with the same
+    id (written over); with `force` any folder but a run folder. Else `BundleError` naming `--out`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"--out {out}: is a file; name a folder for the bundle")
+    if (out / "config.yaml").is_file():
+        raise BundleError(f"--out {out}: is the run folder of a `pepx train` run (its weights would be "
+                          "overwritten); name another folder")
+    if force or not out.is_dir() or not any(out.iterdir()):
+        return out
+    if is_bundle(out):
+        try:
+            other = json.loads((out / CONFIG_FILE).read_text()).get("id")
+        except (OSError, ValueError, AttributeError):
+            other = None
+        if other == bundle_id:
+            return out
+        raise BundleError(f"--out {out}: holds bundle {other!r}, not {bundle_id!r}: choose another folder, "
+                          "or --force to write over it")
+    first = sorted(p.name for p in out.iterdir())[0]
+    raise BundleError(f"--out {out}: is not empty and holds no bundle (e.g. {first}): choose a new or empty "
+                      "folder, or --force to write into it")
+
+
+def bundle_file(root: Path, name: str, what: str) -> Path:
+    """`root / name` when it is a regular file inside the bundle (not a symbolic link: one would let a
+    bundle serve or copy any file of the machine), else `BundleError`."""
+    path = root / name
+    if path.is_symlink():
+        raise BundleError(f"{root}: {what} {name} is a symbolic link ({path.readlink()}); a bundle's files "
+                          "must be regular files inside its folder")
+    if not path.is_file():
+        raise BundleError(f"{root}: {what} {name} is missing" if not path.exists() else
+                          f"{root}: {what} {name} is not a regular file")
+    return path
+
+
 def _read_config(root: Path) -> dict[str, Any]:
     try:
-        config = json.loads((root / CONFIG_FILE).read_text())
+        config = json.loads(bundle_file(root, CONFIG_FILE, "config").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleError(f"{root}: {CONFIG_FILE} is not valid JSON ({err})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise BundleError(f"{root}: {CONFIG_FILE} is not a pepx bundle config (format != {FORMAT!r})")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise BundleError(f"{root}: bundle format {config.get('format_version')} is newer than this pepx "
-                          f"reads ({FORMAT_VERSION}): upgrade pepx")
-    missing = [k for k in _REQUIRED if k not in config]
-    if missing:
-        raise BundleError(f"{root}: {CONFIG_FILE} lacks {', '.join(missing)}")
-    try:
-        size = int(config["input"]["image_size"])
-        temperature = float(config["calibration"]["temperature"])
-        Preprocess.from_any(config["preprocess"]["settings"])
-        classes = config["classes"]
-        str(config["architecture"]["name"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise BundleError(f"{root}: {CONFIG_FILE} has a malformed entry ({type(err).__name__}: {err})"
-                          ) from None
-    if size < 8 or not temperature > 0 or not classes or not all(isinstance(c, str) for c in classes):
-        raise BundleError(f"{root}: {CONFIG_FILE}: image_size must be >= 8, temperature > 0, classes a "
-                          "non-empty list of names")
+    validate_config(config, str(root))
     return config
 
 
-__all__ = ["Bundle", "BundleError", "bundle_config", "default_bundle_path", "load_bundle",
+__all__ = ["Bundle", "BundleError", "bundle_config", "check_bundle_out", "default_bundle_path", "load_bundle",
            "round_like_bundle", "stored_tensors", "write_bundle"]

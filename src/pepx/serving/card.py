@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from pepx import CLASS_DISPLAY, CLASSES
+from pepx.evaluation.adults import adults_markdown
 from pepx.evaluation.breakdown import BREAKDOWN_METRICS
 from pepx.evaluation.report import breakdown_markdown, class_label, fmt_ci, metrics_markdown
 from pepx.markdown import markdown_table
@@ -43,6 +44,7 @@ def model_card(s: dict[str, Any]) -> str:
         f"Weights: `model.safetensors`, {w['bytes'] / 1e6:.1f} MB ({' + '.join(w['dtypes'])}), sha256 "
         f"`{w['sha256']}`.", "",
         "## Intended use", "", INTENDED_USE, "",
+        *_adults(ev), *_failure_modes(s),
         "## Use it", "", *_usage(bundle["id"], s["bundle_dir"]),
         "## Training", "",
         f"Run `{s['run']}` on `{cfg['data']}`: {cfg['epochs']} epochs, batch {cfg['batch_size']}, "
@@ -68,8 +70,23 @@ def model_card(s: dict[str, Any]) -> str:
     for col, groups in ev["breakdowns"].items():
         lines += [f"## Test metrics by {col.replace('_', ' ')}", "",
                   breakdown_markdown(groups, BREAKDOWN_METRICS), ""]
-    lines += _failure_modes(s) + _checks(s)
+    lines += _checks(s) + _history(s.get("history") or [])
     return "\n".join(lines)
+
+
+def _adults(ev: dict[str, Any]) -> list[str]:
+    """The card's lead table: adults only (no child-versus-adult shortcut), by view."""
+    if "adults" not in ev:
+        return []
+    return [*adults_markdown(ev["adults"], heading="##", whose="test split"),
+            "The clinically relevant question, so it comes first; the whole test split follows below.", ""]
+
+
+def _history(history: list[dict[str, str]]) -> list[str]:
+    """Earlier versions of this bundle and what they did (`pepx export --history FILE.json`)."""
+    if not history:
+        return []
+    return ["## History", "", markdown_table(pd.DataFrame(history)), ""]
 
 
 def _usage(bundle_id: str, folder: str) -> list[str]:
@@ -129,13 +146,21 @@ def _failure_modes(s: dict[str, Any]) -> list[str]:
                 f"{short['train_pneumonia_child']:.0%} of the pneumonia images children's: a network can "
                 "learn \"adult with opaque lungs => COVID-19\" and so recognise age (and hospital) as much "
                 "as disease."]
+    caveats = s["bundle"].get("caveats") or {}
+    if caveats:
+        out += ["- **What a call means for an adult** (shown next to every result of `pepx predict`, the API "
+                "and the page):"]
+        out += [f"  - {CLASS_DISPLAY[CLASSES.index(c)]}: {text}" for c, text in caveats.items()]
+    gated = s.get("gate") == "on"
     out += [
         "- **Source and age shortcuts.** Where a hospital or an age group supplies one class only, the "
         "network can score by recognising the hospital's look or the patient's age; read the per-source and "
         "per-age tables above before trusting the overall numbers.",
-        "- **Out of scope inputs.** Lateral views, CT slices, photographs of films, images with large text "
-        "overlays or non-chest images are still given a class: the model never answers \"not a chest "
-        "X-ray\".",
+        ("- **Out of scope inputs.** The input gate (below) rejects most images that are not frontal chest "
+         "X-rays and marks films unlike the training films `unfamiliar`; what it lets through still gets a "
+         "class." if gated else
+         "- **Out of scope inputs.** Lateral views, CT slices, photographs of films, images with large text "
+         "overlays or non-chest images are still given a class: this bundle has no input gate."),
         "- **Labels.** Many COVID-19 labels are patient-level PCR results, not what the film shows.", ""]
     return out
 

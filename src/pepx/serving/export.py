@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +24,8 @@ from pepx.data.cache import cache_root
 from pepx.data.io import read_image
 from pepx.data.transforms import model_input
 from pepx.errors import BundleError, ConfigError
-from pepx.serving.bundle import CONFIG_FILE, Bundle, sha256_bytes
+from pepx.fileio import write_bytes, write_text
+from pepx.serving.bundle import CONFIG_FILE, Bundle, bundle_file, sha256_bytes
 
 FORMATS = ("onnx", "torchscript")
 FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -91,9 +90,9 @@ def _bundle_file(bundle: Bundle, fmt: str) -> Path | None:
     entry = (bundle.config.get("exports") or {}).get(fmt)
     if not entry:
         return None
-    file = bundle.path / entry["file"]
-    if not file.is_file() or sha256_bytes(file.read_bytes()) != entry["sha256"]:
-        raise BundleError(f"{bundle.path}: {entry['file']} is missing or fails its checksum")
+    file = bundle_file(bundle.path, entry["file"], f"{fmt} export")  # regular, inside the bundle
+    if sha256_bytes(file.read_bytes()) != entry["sha256"]:
+        raise BundleError(f"{bundle.path}: {entry['file']} fails its checksum")
     return file
 
 
@@ -101,11 +100,7 @@ def _cached_onnx(bundle: Bundle) -> Path:
     folder = cache_root() / "onnx"
     file = folder / f"{bundle.sha256[:20]}-T{bundle.temperature:.6g}.onnx"
     if not file.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(onnx_bytes(bundle))
-        os.replace(tmp, file)
+        write_bytes(file, onnx_bytes(bundle))
     return file
 
 
@@ -152,14 +147,13 @@ def export_formats(bundle: Bundle, formats: list[str] | tuple[str, ...], inputs:
         if fmt not in FORMATS:
             raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
         data = onnx_bytes(bundle) if fmt == "onnx" else torchscript_bytes(bundle)
-        file = bundle.path / FILES[fmt]
-        file.write_bytes(data)
+        file = write_bytes(bundle.path / FILES[fmt], data)
         exports[fmt] = {"file": FILES[fmt], "sha256": sha256_bytes(data), "bytes": len(data),
                         "parity_max_abs_prob_diff": parity(bundle, fmt, file, inputs),
                         "parity_inputs": what or f"{len(inputs)} inputs",
                         "runtime": "onnxruntime" if fmt == "onnx" else f"torch {torch.__version__}"}
     config = {**bundle.config, "exports": exports}
-    (bundle.path / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
+    write_text(bundle.path / CONFIG_FILE, json.dumps(config, indent=2, allow_nan=False) + "\n")
     return exports
 
 

@@ -58,6 +58,48 @@ def resolve_layer(model: nn.Module, name: str | None) -> nn.Module:
     return module
 
 
+def check_layer(model: nn.Module, name: str, size: int, in_chans: int = 1, option: str = "layer") -> None:
+    """Raise `ConfigError` naming `option` unless `name` is a layer of `model` whose output is a feature map
+    [N, C, H, W] (what Grad-CAM weighs); the message lists the top-level layers that are."""
+    children = [n for n, _ in model.named_children()]
+    ndims = _output_ndims(model, [*children, name], size, in_chans)
+    choices = [n for n in children if ndims.get(n) == 4]
+    hint = f"choose one of {', '.join(choices)} (or a sub-module such as {choices[-1]}.0)"
+    try:
+        resolve_layer(model, name)
+    except ConfigError:
+        raise ConfigError(f"{option} {name!r}: not a layer of {type(model).__name__}; {hint}") from None
+    if ndims.get(name) != 4:
+        raise ConfigError(f"{option} {name!r}: its output is not a feature map [N, C, H, W]; {hint}")
+
+
+def _output_ndims(model: nn.Module, names: list[str], size: int, in_chans: int) -> dict[str, int]:
+    """The number of dimensions of each named module's output on one blank image (names that are not
+    modules, or are never called, are left out)."""
+    seen: dict[str, int] = {}
+    handles = []
+    for name in dict.fromkeys(names):
+        try:
+            module = resolve_layer(model, name)
+        except ConfigError:
+            continue
+        handles.append(module.register_forward_hook(_ndim_hook(seen, name)))
+    param = next(model.parameters())
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_chans, size, size, device=param.device, dtype=param.dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def _ndim_hook(seen: dict[str, int], name: str):
+    def hook(_module: nn.Module, _inputs: object, out: object) -> None:  # returns None: output unchanged
+        seen.setdefault(name, getattr(out, "ndim", 0))
+    return hook
+
+
 def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int | None = None,
              layer: str | None = None) -> tuple[np.ndarray, int, torch.Tensor]:
     """Grad-CAM of one input `x` [1, C, S, S] for `class_index` (default: the predicted class).
@@ -174,5 +216,5 @@ def to_image_frame(raw: np.ndarray, shape: tuple[int, int], top_crop: float = 0.
     return full
 
 
-__all__ = ["Explanation", "default_layer", "grad_cam", "overlay", "randomization_check", "reinitialized",
-           "resolve_layer", "to_image_frame"]
+__all__ = ["Explanation", "check_layer", "default_layer", "grad_cam", "overlay", "randomization_check",
+           "reinitialized", "resolve_layer", "to_image_frame"]

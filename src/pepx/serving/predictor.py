@@ -30,11 +30,13 @@ from pepx.data.errors import DataError
 from pepx.data.io import is_dicom, read_image
 from pepx.data.transforms import model_input
 from pepx.errors import ConfigError
+from pepx.fileio import display_path
 from pepx.serving.bundle import Bundle, load_bundle
+from pepx.serving.caveats import caveat_for
 from pepx.serving.export import onnx_session
 from pepx.serving.gate.dicom import read_tags
 from pepx.serving.gate.gate import GATE_OFF, Gate, GateResult
-from pepx.serving.gradcam import Explanation, default_layer, grad_cam, to_image_frame
+from pepx.serving.gradcam import Explanation, check_layer, default_layer, grad_cam, to_image_frame
 
 RUNTIMES = ("torch", "onnx")
 #: `progress=None` shows a bar (stderr, terminals only) from this many inputs on.
@@ -47,7 +49,8 @@ class Prediction:
     """One input's result. `status` is "ok" or "error"; on error `label` is None, `probabilities` empty and
     `error` says why. `flagged`: classes at or above their bundle operating point. `gate`: the input gate's
     verdict (`GateResult`: `.outcome` ok / unfamiliar / rejected / off, `.score`, `.distance`, `.reason`); a
-    rejected film has no label and no probabilities."""
+    rejected film has no label and no probabilities. `caveat`: what the bundle's card says about calls of
+    this class (e.g. how many adult films called COVID-19 were another pneumonia); None without one."""
 
     source: str
     label: str | None
@@ -56,17 +59,20 @@ class Prediction:
     error: str | None = None
     flagged: tuple[str, ...] = ()
     gate: GateResult = GATE_OFF
+    caveat: str | None = None  # the model card's sentence about this class (`pepx.serving.caveats`)
 
     def to_row(self) -> dict[str, Any]:
         """Flat dict for CSV / JSON: source, status, label, prob_<class>..., flagged, error, gate,
-        gate_score, gate_distance, gate_reason."""
-        row: dict[str, Any] = {"source": self.source, "status": self.status, "label": self.label}
+        gate_score, gate_distance, gate_reason, caveat."""
+        row: dict[str, Any] = {"source": display_path(self.source), "status": self.status,
+                               "label": self.label}
         row.update({f"prob_{c}": p for c, p in self.probabilities.items()})
         row["flagged"] = ";".join(self.flagged)
         row["error"] = self.error
         g = self.gate
         row.update(gate=g.outcome if self.status == "ok" else None, gate_score=g.score,
                    gate_distance=g.distance, gate_reason=g.reason)
+        row["caveat"] = self.caveat
         return row
 
 
@@ -90,7 +96,7 @@ class Predictor:
             raise ConfigError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         self.bundle = bundle
         self.runtime = runtime
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.classes = bundle.classes
         self.image_size = bundle.image_size
         self.temperature = bundle.temperature
@@ -194,7 +200,9 @@ class Predictor:
             return Prediction(source, None, {}, gate=gate)
         values = {c: float(v) for c, v in zip(self.classes, probs, strict=True)}
         flagged = tuple(c for c, t in self._thresholds.items() if values.get(c, 0.0) >= t)
-        return Prediction(source, self.classes[int(np.argmax(probs))], values, flagged=flagged, gate=gate)
+        label = self.classes[int(np.argmax(probs))]
+        return Prediction(source, label, values, flagged=flagged, gate=gate,
+                          caveat=caveat_for(self.bundle.config, label))
 
     # ------------------------------------------------------------------ Grad-CAM
     def explain(self, image: np.ndarray, class_index: int | None = None,
@@ -204,9 +212,7 @@ class Predictor:
         image = _check_image(image)
         x = self.preprocess(image).unsqueeze(0)
         with self._cam_lock:
-            if self._cam_model is None:
-                self._cam_model = self.bundle.build_model().to(self.device)
-            model = self._cam_model
+            model = self._cam_net()
             layer = layer or default_layer(model)
             raw, index, _ = grad_cam(model, x.to(self.device), class_index, layer)
         s = self._settings
@@ -214,7 +220,37 @@ class Predictor:
         return Explanation(full, raw, index, self.classes[index], image, layer)
 
 
+    def check_layer(self, layer: str, option: str = "layer") -> None:
+        """Raise `ConfigError` naming `option` unless `layer` is a Grad-CAM target of this network."""
+        with self._cam_lock:
+            check_layer(self._cam_net(), layer, self.image_size, self.bundle.in_chans, option)
+
+    def _cam_net(self) -> torch.nn.Module:
+        """The private copy of the network Grad-CAM runs on (call under `_cam_lock`)."""
+        if self._cam_model is None:
+            self._cam_model = self.bundle.build_model().to(self.device)
+        return self._cam_model
+
+
 # ---------------------------------------------------------------------- helpers
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a torch device that exists here (None: CUDA when present, else the CPU); `ConfigError`
+    listing the devices of this machine otherwise."""
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = torch.backends.mps.is_available()
+    if device is None:
+        return torch.device("cuda" if cuda else "cpu")
+    choices = ["cpu", *(["cuda", *(f"cuda:{i}" for i in range(cuda))] if cuda else []),
+               *(["mps"] if mps else [])]
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"--device {str(device)!r}: choose one of {', '.join(choices)}") from None
+    if dev.type == "cpu" or (dev.type == "cuda" and (dev.index or 0) < cuda) or (dev.type == "mps" and mps):
+        return dev
+    raise ConfigError(f"--device {str(device)!r}: not on this machine; choose one of {', '.join(choices)}")
+
+
 def _check_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 2 or min(image.shape) < 2:

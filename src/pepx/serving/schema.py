@@ -25,6 +25,8 @@ class PredictionOut(BaseModel):
     gate_distance: float | None = Field(
         description="distance of the film's features to the training films' (0 = typical)")
     gate_reason: str | None = Field(description="why, in plain words (and the DICOM tags read); null if ok")
+    caveat: str | None = Field(None, description="the model card's caveat for calls of this class (counted "
+                               "on the adult films of the bundle's test split); null without one")
     media_type: str
     batch_size: int
     timing_ms: dict[str, float]

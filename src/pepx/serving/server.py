@@ -6,12 +6,17 @@ faster than eager PyTorch on the same inputs; otherwise PyTorch. `/v1/health` sa
 
 Safe defaults: binds 127.0.0.1; a token (`--token` or `$PEPX_TOKEN`) turns on bearer authentication of every
 `/v1/` call, and binding any non-loopback address without one prints a warning; CORS only with `--cors`.
+The address is bound before the model is loaded: a port in use or a host that is not this machine's is one
+line (`ConfigError`), never uvicorn's log and exit status 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import ipaddress
+import re
+import socket
 import statistics
 import sys
 import time
@@ -85,11 +90,54 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: A host name as RFC 1123 allows it (checked before any lookup, so a typo never waits for a resolver).
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to (`host`, `port`), ready for uvicorn; `ConfigError` naming the option otherwise."""
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port {port}: must be in [1, 65535]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME.match(host):
+            raise ConfigError(f"--host {host!r}: not an IP address or a host name") from None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise ConfigError(f"--host {host}: cannot resolve it ({err.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise ConfigError(f"--port {port}: address {host}:{port} is already in use (another server?); "
+                              "choose another --port") from None
+        if err.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"--host {host}: not an address of this machine") from None
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({err.strerror})") from None
+    return sock
+
+
 def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, runtime: str = "auto",
           device: str | None = None, channels_last: bool = False, settings: ServeSettings | None = None,
           log_level: str = "info", gate: bool = True) -> None:
-    """Load the bundle, print where the page is, and serve until interrupted (uvicorn)."""
+    """Bind the address, load the bundle, print where the page is, and serve until interrupted (uvicorn)."""
     settings = settings or ServeSettings()
+    sock = bind(host, port)
+    try:
+        _serve(sock, model, host, port, runtime, device, channels_last, settings, log_level, gate)
+    finally:
+        sock.close()
+
+
+def _serve(sock: socket.socket, model: str | Path | None, host: str, port: int, runtime: str,
+           device: str | None, channels_last: bool, settings: ServeSettings, log_level: str,
+           gate: bool) -> None:
     if not settings.token and not is_loopback(host):
         print(f"pepx serve: warning: listening on {host} without a token: anyone who can reach this port can "
               "use the model; set --token or $PEPX_TOKEN", file=sys.stderr)
@@ -105,8 +153,9 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     print(f"pepx serve: page http://{shown}:{port}/  API http://{shown}:{port}/docs  "
           f"token {'required' if settings.token else 'off'}. {NOTICE}", flush=True)
     # connections beyond the limit get uvicorn's 503 before their body is read
-    uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=4 * settings.max_queue + 16,
-                timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            limit_concurrency=4 * settings.max_queue + 16, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
-__all__ = ["RUNTIME_CHOICES", "is_loopback", "load_predictor", "serve"]
+__all__ = ["RUNTIME_CHOICES", "bind", "is_loopback", "load_predictor", "serve"]

@@ -5,9 +5,9 @@ state after every epoch (`EpochCheckpoint`), and throughput (`BatchTimer`). File
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,9 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from safetensors.torch import save_model
 
+from pepx.fileio import atomic_path, write_bytes
 from pepx.models import residual_scalars
-from pepx.training.layout import RunLayout, atomic_path
+from pepx.training.layout import RunLayout
 
 log = logging.getLogger("pepx.training")
 #: Columns of metrics.csv whose values are wall-clock timings (differ between otherwise identical runs).
@@ -100,6 +101,7 @@ class RunWriter(L.Callback):
                "epoch_seconds": time.perf_counter() - self._start,
                "images_per_second": self._images / train_seconds if train_seconds > 0 else float("nan"),
                **summary, **residual_scalars(pl_module.model)}
+        pl_module.check_finite(row["train_loss"])  # NaN weights are never saved
         self.last_row = row
         self.trained_epochs.append(row["epoch"])
         if trainer.is_global_zero:
@@ -109,14 +111,14 @@ class RunWriter(L.Callback):
             log.info(_epoch_line(row, trainer.max_epochs or 0))
 
     def _append(self, row: dict[str, Any]) -> None:
-        new = not self.metrics_path.exists() or self.metrics_path.stat().st_size == 0
-        with self.metrics_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-            f.flush()
-            os.fsync(f.fileno())
+        """Add `row` to metrics.csv, rewriting it atomically: a full disk never leaves half a row."""
+        old = self.metrics_path.read_bytes() if self.metrics_path.exists() else b""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(row))
+        if not old:
+            writer.writeheader()
+        writer.writerow(row)
+        write_bytes(self.metrics_path, old + buffer.getvalue().encode())
 
 
 class EpochCheckpoint(Checkpoint):
@@ -136,12 +138,11 @@ class EpochCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         path = self.layout.checkpoint
-        tmp = path.with_name(f".{path.name}.tmp")
-        trainer.save_checkpoint(tmp)  # collective under DDP; rank 0 writes
-        if trainer.is_global_zero:
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+        if not trainer.is_global_zero:
+            trainer.save_checkpoint(path)  # collective under DDP: only rank 0 writes
+            return
+        with atomic_path(path) as tmp:
+            trainer.save_checkpoint(tmp)
 
 
 class BatchTimer(L.Callback):

@@ -13,8 +13,10 @@ from typing import Any
 
 import yaml
 
+from pepx.checks import MAX_IMAGE_SIZE
 from pepx.data.transforms import Preprocess
 from pepx.errors import ConfigError
+from pepx.fileio import file_problem, write_text
 
 try:
     import tomllib
@@ -28,6 +30,15 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("auto", "32", "16-mixed", "bf16-mixed"),
     "balanced_sampling": ("none", "class", "source-class"),
     "domain_adversary": ("none", "source", "source-given-class"),
+}
+#: Largest sane value of each numeric setting (a typo such as `epochs=1000000000` or `num_workers=100000`
+#: would otherwise train forever, fork the machine to death or allocate tens of GB before failing).
+_MAXIMA: dict[str, float] = {
+    "epochs": 100_000, "batch_size": 65_536, "eval_batch_size": 65_536, "image_size": MAX_IMAGE_SIZE,
+    "num_workers": 256, "num_threads": 1024, "num_nodes": 4096, "lr_step_size": 100_000,
+    "n_train": 10_000_000, "n_test": 10_000_000, "n_val": 10_000_000,
+    "seed": 2**32 - 1, "split_seed": 2**32 - 1,  # numpy's and Lightning's seed range
+    "lr": 10.0, "weight_decay": 10.0, "lr_gamma": 10.0, "domain_adversary_weight": 100.0,
 }
 #: YAML booleans of `balanced_sampling` from before it named a scheme.
 _LEGACY_BALANCE = {"True": "class", "true": "class", "False": "none", "false": "none"}
@@ -158,6 +169,12 @@ class TrainConfig:
         for name in ("weight_decay", "momentum", "domain_adversary_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, top in _MAXIMA.items():
+            value = getattr(self, name)
+            if value is not None and not value <= top:  # also catches inf and nan
+                raise ConfigError(f"{name} must be <= {top}, got {value}")
+        if not self.momentum < 1:
+            raise ConfigError(f"momentum must be < 1 (SGD diverges at 1 and above), got {self.momentum}")
         _check_devices(self.devices)
         if self.preprocess:
             self.preprocess_settings()
@@ -195,6 +212,9 @@ class TrainConfig:
         suffix = path.suffix.lower()
         if suffix not in (".toml", ".yaml", ".yml"):
             raise ConfigError(f"{path}: config must end in .yaml, .yml or .toml")
+        problem = file_problem(path)
+        if problem is not None and problem != "file not found":  # a FIFO would block the read for ever
+            raise ConfigError(f"{path}: cannot read the config ({problem})")
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -248,7 +268,7 @@ class TrainConfig:
 
     def save(self, path: str | Path) -> None:
         """Write as YAML (the run folder's `config.yaml`)."""
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:

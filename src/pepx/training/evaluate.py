@@ -55,6 +55,20 @@ def _leak_note(layout: RunLayout, frame: pd.DataFrame) -> list[str]:
                                  + report.to_markdown()]
 
 
+def check_report_folder(out: str | Path, option: str = "--out") -> Path:
+    """`out` as a Path when a report may be written into it: not a file, not a run folder, not a model
+    bundle (their own files - predictions.csv, config.json - would be overwritten); else `RunError`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder (the report folder)")
+    if RunLayout(out).config.is_file():
+        raise RunError(f"{option} {out}: is the run folder of a `pepx train` run (its predictions.csv would "
+                       "be overwritten); write the report elsewhere")
+    if (out / "config.json").is_file():
+        raise RunError(f"{option} {out}: holds a model bundle (config.json); write the report elsewhere")
+    return out
+
+
 def evaluate_run(run_dir: str | Path, data: str | None = None, split: str | None = None,
                  out: str | Path | None = None, n_boot: int = N_BOOT, seed: int = 0,
                  epoch: int | None = None) -> Path:
@@ -71,9 +85,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str | None
     weights, note = layout.resolve_weights(epoch)
     frame, what = _frame_for(layout, data, split)
     model = load_weights(build_model(config), weights).eval()
-    out = Path(out) if out is not None else layout.eval_dir
-    if out.exists() and not out.is_dir():
-        raise RunError(f"{out}: exists and is not a folder (the report folder)")
+    out = check_report_folder(out if out is not None else layout.eval_dir)
     preds = predict(model, frame, config)
     state = layout.state()
     notes = [f"Run `{layout.root}` ({config.model}, {config.loss} loss; {state.describe()}), weights "
@@ -88,4 +100,4 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, split: str | None
     return out
 
 
-__all__ = ["evaluate_run"]
+__all__ = ["check_report_folder", "evaluate_run"]

@@ -9,18 +9,16 @@
       model.safetensors                final weights, written last: its presence marks a complete run
       predictions.csv                  the final model on the test split
       eval/                            `pepx evaluate`'s default report folder
+      .lock                            held by the `pepx train` writing the folder (a second one is refused)
 
-Every file is written through `atomic_path` (a temporary file renamed into place), so a kill leaves the
-previous version whole. The pattern is MONAI's `monai.data.folder_layout.FolderLayout`: one object knows every
-name. This module imports neither torch nor lightning.
+Every file is written through `pepx.fileio.atomic_path` (a temporary file renamed into place), so a kill or
+a full disk leaves the previous version whole. The pattern is MONAI's `monai.data.folder_layout.FolderLayout`:
+one object knows every name. This module imports neither torch nor lightning.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,27 +26,9 @@ from typing import Literal
 import yaml
 
 from pepx.errors import RunError
+from pepx.fileio import atomic_path
 
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.safetensors$")
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path``, renamed onto it (after an fsync) when the block succeeds.
-
-    A process killed inside the block leaves ``path`` as it was; the temporary file is removed on errors.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 @dataclass(frozen=True)
@@ -128,6 +108,11 @@ class RunLayout:
     def eval_dir(self) -> Path:
         return self.root / "eval"
 
+    @property
+    def lock(self) -> Path:
+        """The lock file a training process holds while it writes the folder."""
+        return self.root / ".lock"
+
     def epoch_weights(self, epoch: int) -> Path:
         """``weights/epoch_NNN.safetensors`` of 1-based ``epoch``."""
         return self.weights_dir / f"epoch_{int(epoch):03d}.safetensors"
@@ -139,6 +124,10 @@ class RunLayout:
             return []
         found = (_EPOCH_FILE.match(p.name) for p in self.weights_dir.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
+
+    def holds_files(self) -> bool:
+        """True when the folder exists and holds anything (a run or not)."""
+        return self.root.is_dir() and any(self.root.iterdir())
 
     def holds_run(self) -> bool:
         """True when training has written anything beyond its config (metrics, weights or a checkpoint)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -16,8 +17,13 @@ from torchmetrics.classification import (
 )
 
 from pepx import CLASSES
+from pepx.errors import RunError
 from pepx.training.adversary import DomainAdversary, ganin_ramp
 from pepx.training.config import TrainConfig
+
+
+class NonFiniteLoss(RunError):
+    """The training loss (or a weight) became NaN or infinite: training stops before the weights are saved."""
 
 
 class SplitMetrics(nn.Module):
@@ -95,10 +101,14 @@ class TrainModule(L.LightningModule):
         else:
             logits, domain_loss = self._adversarial_forward(x, y, batch[2])
         loss = self.loss_fn(logits.float(), y)
+        total = loss if domain_loss is None else loss + domain_loss
+        if self.trainer.world_size == 1 and not torch.isfinite(total):  # DDP: checked at the epoch's end
+            raise NonFiniteLoss(f"the training loss became non-finite ({total.item()}) at epoch "
+                                f"{self.current_epoch + 1}, step {batch_idx + 1} (lr={self.config.lr})")
         self.train_loss.update(loss.detach(), weight=y.numel())  # class loss alone: comparable
         self.train_acc.update(logits.detach().argmax(dim=1), y)
         self.log("loss", loss.detach(), prog_bar=True, logger=False)
-        return loss if domain_loss is None else loss + domain_loss
+        return total
 
     def _adversarial_forward(self, x: torch.Tensor, y: torch.Tensor, domain: torch.Tensor
                              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,6 +129,17 @@ class TrainModule(L.LightningModule):
         x, y = batch
         logits = self(x).float()
         self.eval_metrics[self.eval_names[dataloader_idx]].update(logits, y, self.loss_fn(logits, y))
+
+    def check_finite(self, train_loss: float) -> None:
+        """Raise `NonFiniteLoss` when this epoch's (all-reduced) training loss or any weight is not finite:
+        every process sees the same values, so under DDP they all stop together."""
+        bad = [n for n, t in self.model.state_dict().items()
+               if t.is_floating_point() and not bool(t.isfinite().all())]
+        if math.isfinite(train_loss) and not bad:
+            return
+        what = (f"the training loss became {train_loss}" if not math.isfinite(train_loss)
+                else f"{len(bad)} weight tensors became non-finite (e.g. {bad[0]})")
+        raise NonFiniteLoss(f"{what} in epoch {self.current_epoch + 1} (lr={self.config.lr})")
 
     def epoch_summary(self) -> dict[str, float]:
         """This epoch's train and eval metrics as one flat row (a collective call under DDP); resets them."""

@@ -3,16 +3,21 @@ of the run is written.
 
 `TrainConfig.validate` checks each field on its own; this builds what the fields name: the model (arguments
 checked against its factory's signature, then one forward pass at ``image_size``), the loss (arguments checked
-against its class) and the hardware (``accelerator=gpu`` needs a visible GPU). Every failure is a
+against its class), the hardware (``accelerator=gpu`` needs a visible GPU) and the image cache (a folder that
+can be written: created if missing, a temporary file made and removed). Every failure is a
 `pepx.errors.ConfigError` naming the setting.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import torch
 
 from pepx import CLASSES
 from pepx.checks import check_kwargs
+from pepx.data.cache import cache_root
 from pepx.errors import ConfigError
 from pepx.losses import LOSSES, create_loss
 from pepx.models import create_model, list_models, model_factory
@@ -24,6 +29,19 @@ def check_config(config: TrainConfig) -> None:
     _check_model(config)
     _check_loss(config)
     _check_hardware(config)
+    _check_cache(config)
+
+
+def _check_cache(config: TrainConfig) -> None:
+    folder = Path(config.cache_dir) if config.cache_dir else cache_root() / "images"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        what = f"cache_dir={config.cache_dir}" if config.cache_dir else f"image cache {folder} ($PEPX_CACHE)"
+        raise ConfigError(f"{what}: cannot write the decoded-image cache there ({err.strerror or err}); "
+                          "choose a writable folder") from None
 
 
 def _check_model(config: TrainConfig) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 import torch
+from filelock import FileLock, Timeout
 from lightning.fabric.utilities.rank_zero import _get_rank
 from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -25,14 +26,15 @@ from torch.utils.data import DataLoader
 
 from pepx import CLASSES
 from pepx.data import DataError, balanced_split, load_source, load_split, save_split
-from pepx.errors import ConfigError, RunError
+from pepx.errors import ConfigError, OutputError, RunError
+from pepx.fileio import atomic_path
 from pepx.losses import create_loss
 from pepx.models import create_model
 from pepx.training.callbacks import EpochCheckpoint, RunWriter
 from pepx.training.config import TrainConfig
 from pepx.training.datamodule import CXRDataModule, domain_codes, loader_kwargs, make_dataset, needs_domains
-from pepx.training.layout import RunLayout, atomic_path
-from pepx.training.module import TrainModule
+from pepx.training.layout import RunLayout
+from pepx.training.module import NonFiniteLoss, TrainModule
 from pepx.training.preflight import check_config
 from pepx.training.signals import GracefulStop
 
@@ -82,21 +84,81 @@ def _draw_split(config: TrainConfig, layout: RunLayout, resume: bool) -> pd.Data
     return split
 
 
-def _check_resumable(layout: RunLayout) -> None:
-    """Raise `RunError` unless ``layout`` is a run with something left to train and a readable checkpoint."""
+def _check_resumable(layout: RunLayout, config: TrainConfig) -> None:
+    """Raise `RunError` unless ``layout`` is a run with something left to train and a checkpoint holding
+    the weights of ``config``'s network (a damaged file or an edited config.yaml: one line, no traceback)."""
     layout.require()
     state = layout.state()
     if state.complete:
         raise RunError(f"{layout.root} is {state.describe()}: nothing to resume")
-    if layout.checkpoint.exists():
-        try:
-            with zipfile.ZipFile(layout.checkpoint) as z:
-                bad = z.testzip()
-        except (OSError, zipfile.BadZipFile) as err:
-            bad = str(err)
-        if bad:
-            raise RunError(f"{layout.checkpoint}: damaged checkpoint ({bad}); the finished epochs' weights "
-                           f"are in {layout.weights_dir}; train again with another --out")
+    if not layout.checkpoint.exists():
+        return
+    damaged = (f"{layout.checkpoint}: damaged checkpoint ({{}}); the finished epochs' weights are in "
+               f"{layout.weights_dir}; train again with another --out")
+    try:
+        with zipfile.ZipFile(layout.checkpoint) as z:
+            bad = z.testzip()
+        # the run's own file, as Lightning will load it; a valid zip of junk fails here, not mid-training
+        state_dict = torch.load(layout.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as err:  # noqa: BLE001 - torch.load raises many types for damaged files
+        raise RunError(damaged.format(f"{type(err).__name__}: {str(err).strip().splitlines()[0][:120]}"
+                                      if str(err).strip() else type(err).__name__)) from None
+    if bad:
+        raise RunError(damaged.format(bad))
+    expected = build_model(config).state_dict()
+    saved = {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
+    wrong = sorted(set(expected) ^ set(saved)) or [k for k in expected if expected[k].shape != saved[k].shape]
+    if wrong:
+        raise RunError(f"{layout.checkpoint} holds another network than {layout.config} describes "
+                       f"(model={config.model}, model_kwargs={config.model_kwargs}; e.g. {wrong[0]!r} "
+                       "differs): was config.yaml edited? Restore it, or train again with another --out")
+
+
+def _check_out_folder(layout: RunLayout, locked: bool = False) -> None:
+    """Refuse an ``--out`` that another `pepx train` is writing (unless this process holds its lock), that
+    holds a run, or that holds files but is not a run folder (no config.yaml): training there would mix its
+    files with someone else's."""
+    if not locked:
+        _check_unlocked(layout)
+    if layout.holds_run():
+        raise RunError(f"{layout.root} already holds a run ({layout.state().describe()}): continue it with "
+                       f"`pepx train --resume {layout.root}`, or choose another --out")
+    if layout.root.exists() and not layout.root.is_dir():
+        raise RunError(f"{layout.root}: cannot write the run folder (it is a file)")
+    others = sorted(p.name for p in layout.root.iterdir() if p.name != layout.lock.name) \
+        if layout.root.is_dir() else []
+    if others and not layout.config.is_file():
+        raise RunError(f"{layout.root} holds files but is not a run folder (e.g. {others[0]}): "
+                       "choose a new or empty folder for --out")
+
+
+def _check_unlocked(layout: RunLayout) -> None:
+    """Raise `RunError` while another process holds the run's lock file (checked without creating it)."""
+    if layout.lock.exists():
+        _lock(layout).release()
+
+
+def _lock(layout: RunLayout) -> FileLock:
+    """Take the run folder's lock (the folder must exist), or raise `RunError` naming the folder."""
+    lock = FileLock(str(layout.lock), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunError(f"{layout.root}: another `pepx train` is training into this folder (it holds "
+                       f"{layout.lock.name}); wait for it to end, or choose another --out") from None
+    return lock
+
+
+def _check_same_split(layout: RunLayout, split: pd.DataFrame) -> None:
+    """A run folder's own split.csv (left by a run that never finished an epoch) must be the split this
+    config draws, or the run would train on images its config does not name."""
+    if not layout.split.is_file():
+        return
+    cols = ["path", "label", "split"]
+    saved = load_split(layout.split)[cols].sort_values(cols).reset_index(drop=True)
+    if not saved.astype(str).equals(split[cols].sort_values(cols).reset_index(drop=True).astype(str)):
+        raise RunError(f"{layout.split} holds another split than this config draws (other images or "
+                       f"splits): choose another --out, or delete {layout.root} to start it again")
 
 
 def _precision(config: TrainConfig, accelerator: str) -> str:
@@ -147,13 +209,34 @@ def fit(config: TrainConfig, out_dir: str | Path, resume: bool = False,
     run_dir = layout.root
     check_config(config)
     if resume:
-        _check_resumable(layout)
-    elif _rank() == 0 and layout.holds_run():
-        raise RunError(f"{run_dir} already holds a run ({layout.state().describe()}): continue it with "
-                       f"`pepx train --resume {run_dir}`, or choose another --out")
+        _check_unlocked(layout)
+        _check_resumable(layout, config)
+    elif _rank() == 0:
+        _check_out_folder(layout)
     split = _draw_split(config, layout, resume)
+    lock = None
     if _rank() == 0:
-        _start_folder(config, layout, split)
+        if not resume:
+            _check_same_split(layout, split)
+        lock = _start_folder(config, layout, split, resume)
+    try:
+        _train(config, layout, split, resume, callbacks)
+    except OutputError as err:  # a full disk: the last finished epoch's files are whole
+        raise OutputError(f"{err}. Training stopped; {run_dir} is {layout.state().describe()}: "
+                          f"`pepx train --resume {run_dir}` continues it once there is room") from None
+    except NonFiniteLoss as err:
+        raise NonFiniteLoss(f"{run_dir}: training stopped: {err} (too high an lr?); the run is "
+                            f"{layout.state().describe()}, with the last good epoch's weights and checkpoint "
+                            "kept") from None
+    finally:
+        if lock is not None:
+            lock.release()
+    return run_dir
+
+
+def _train(config: TrainConfig, layout: RunLayout, split: pd.DataFrame, resume: bool,
+           callbacks: Sequence[L.Callback]) -> None:
+    run_dir = layout.root
     saved_threads = torch.get_num_threads()
     saved_env, saved_det = os.environ.get(RUN_DIR_ENV), torch.are_deterministic_algorithms_enabled()
     try:
@@ -182,20 +265,27 @@ def fit(config: TrainConfig, out_dir: str | Path, resume: bool = False,
             os.environ.pop(RUN_DIR_ENV, None)
         else:
             os.environ[RUN_DIR_ENV] = saved_env
-    return run_dir
 
 
-def _start_folder(config: TrainConfig, layout: RunLayout, split: pd.DataFrame) -> None:
-    """Create the run folder with its `config.yaml` and (when new) `split.csv`."""
+def _start_folder(config: TrainConfig, layout: RunLayout, split: pd.DataFrame, resume: bool) -> FileLock:
+    """Create the run folder, take its lock, write `config.yaml` and (when new) `split.csv`; the lock."""
     try:
         layout.root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"{layout.root}: cannot write the run folder ({err.strerror or err})") from None
+    lock = _lock(layout)
+    try:
+        if not resume:
+            _check_out_folder(layout, locked=True)  # again, now that no other `pepx train` can start here
         with atomic_path(layout.config) as tmp:
             config.save(tmp)
         if not layout.split.exists():
             with atomic_path(layout.split) as tmp:
                 save_split(split, tmp)
-    except OSError as err:
-        raise RunError(f"{layout.root}: cannot write the run folder ({err.strerror or err})") from None
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _finish(model: nn.Module, config: TrainConfig, layout: RunLayout, split: pd.DataFrame,

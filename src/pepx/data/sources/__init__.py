@@ -28,6 +28,8 @@ FORMATS = (*ADAPTERS, "synthetic")
 OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {"cohen": {"mapping": MAPPINGS}}
 #: Smallest synthetic image side: the generator's anatomy needs a few pixels per rib.
 MIN_SYNTHETIC_SIZE = 16
+#: Largest synthetic set: images per class and side (a typo must not fill the disk or the memory).
+MAX_SYNTHETIC = {"n_per_class": 100_000, "size": 2048, "seed": 2**32 - 1}
 
 
 def split_options(fmt: str, rest: str) -> tuple[Path, dict[str, str]]:
@@ -50,6 +52,14 @@ def split_options(fmt: str, rest: str) -> tuple[Path, dict[str, str]]:
     return path, options
 
 
+def source_path(spec: str) -> Path | None:
+    """The file or folder a `FORMAT:PATH[?options]` spec reads (None for `synthetic` or a bad spec)."""
+    fmt, sep, rest = str(spec).strip().partition(":")
+    if fmt.lower() not in ADAPTERS or not sep or not rest:
+        return None
+    return split_options(fmt.lower(), rest)[0]
+
+
 def parse_synthetic(spec: str) -> SyntheticSpec:
     """`synthetic` or `synthetic:n_per_class=100,size=128,seed=0,confounded=1` -> SyntheticSpec."""
     _, _, opts = spec.partition(":")
@@ -70,6 +80,8 @@ def parse_synthetic(spec: str) -> SyntheticSpec:
     for key, low in minimum.items():
         if key in kwargs and kwargs[key] < low:
             raise SourceError(f"synthetic: {key} must be >= {low}, got {kwargs[key]}")
+        if key in kwargs and kwargs[key] > MAX_SYNTHETIC[key]:
+            raise SourceError(f"synthetic: {key} must be <= {MAX_SYNTHETIC[key]}, got {kwargs[key]}")
     return SyntheticSpec(**kwargs)  # type: ignore[arg-type]
 
 

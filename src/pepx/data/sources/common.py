@@ -8,6 +8,7 @@ import pandas as pd
 
 from pepx.data.errors import SourceError
 from pepx.data.io import IMAGE_SUFFIXES
+from pepx.fileio import file_problem, walk_files
 
 #: Label spellings accepted by the folder and CSV adapters (lower-cased) -> pepx class.
 LABEL_ALIASES: dict[str, str] = {
@@ -36,8 +37,9 @@ def map_label(value: object) -> str | None:
 
 def read_table(path: Path) -> pd.DataFrame:
     """Read a CSV as strings (ids like `0012` keep their zeros), with a clear error when unreadable."""
-    if not path.is_file():
-        raise SourceError(f"{path}: file not found")
+    problem = file_problem(path)
+    if problem is not None:  # a FIFO would block the read for ever
+        raise SourceError(f"{path}: {problem}")
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=True, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -54,7 +56,7 @@ def require_columns(df: pd.DataFrame, cols: tuple[str, ...], where: Path) -> Non
 def index_files(root: Path) -> dict[str, list[Path]]:
     """Every image-suffixed file under `root`, by file name (for data sets whose folders vary by release)."""
     out: dict[str, list[Path]] = {}
-    for p in root.rglob("*"):
+    for p in walk_files(root):
         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
             out.setdefault(p.name, []).append(p)
     return out

@@ -11,6 +11,7 @@ from pepx.data.errors import SourceError
 from pepx.data.io import IMAGE_SUFFIXES
 from pepx.data.manifest import MANIFEST_COLUMNS, Problem
 from pepx.data.sources.common import map_label, nz, read_table
+from pepx.fileio import file_problem, walk_files
 
 PATH_COLUMNS = ("path", "filename", "file", "image", "image_path")
 SOURCE_COLUMNS = ("source", "source_key", "dataset", "source_repo")
@@ -31,10 +32,11 @@ def load_folder(path: Path, problems: list[Problem]) -> list[dict]:
     rows: list[dict] = []
     for d in subdirs:
         cls = map_label(d.name)
-        for f in sorted(d.rglob("*")):
-            if f.is_dir() or f.name.startswith("."):  # broken links stay: reported as missing files
+        # FIFOs, devices, links (broken, looping, to folders) stay: `finalize` reports each with its reason
+        for f in walk_files(d):
+            if f.name.startswith("."):
                 continue
-            if f.suffix.lower() not in IMAGE_SUFFIXES and f.suffix != "":
+            if f.suffix.lower() not in IMAGE_SUFFIXES and f.suffix != "" and file_problem(f) is None:
                 problems.append(Problem(str(f), None, f"skipped: not an image file suffix ({f.suffix})"))
                 continue
             rows.append(

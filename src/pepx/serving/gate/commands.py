@@ -11,12 +11,13 @@ import pandas as pd
 
 from pepx.data import load_source, load_split
 from pepx.errors import ConfigError
-from pepx.evaluation.bootstrap import N_BOOT
+from pepx.evaluation.bootstrap import N_BOOT, check_bootstrap
 from pepx.serving.bundle import Bundle, load_bundle
 from pepx.serving.gate.build import fit_bundle_gate
 from pepx.serving.gate.card import evaluation_summary, with_gate_card
 from pepx.serving.gate.evaluate import evaluate_gate
 from pepx.serving.gate.section import GATE_KEY
+from pepx.training.evaluate import check_report_folder
 
 Say = Callable[[str], Any]
 
@@ -52,13 +53,14 @@ def fit_command(bundle_path: str, split: str, out: str | None = None, in_place: 
     if (out is None) == (not in_place):
         raise ConfigError("name either --out NEW_FOLDER (a gated copy) or --in-place (rewrite only the gate "
                           "of the bundle itself)")
+    check_bootstrap(n_boot)
     bundle = load_bundle(bundle_path)
     target = bundle.path if in_place else Path(out)
     if not in_place:
         _free_folder(target)
     frame = load_split(split)
     default = Path(f"gate-report-{bundle.id}") if in_place else target.parent / f"{target.name}-gate-report"
-    report_dir = Path(report) if report else default
+    report_dir = check_report_folder(report or default, "--report")
     gated = fit_and_report(bundle, frame, ood, report_dir, n_boot, say)
     saved = gated.save(target)
     return [f"bundle: {saved.path} (gate {saved.gate.file}, sha256 {saved.gate.sha256[:16]}...; weights "
@@ -69,6 +71,8 @@ def evaluate_command(bundle_path: str, split: str, out: str, ood: str | None = N
                      unseen: str | None = None, unseen_sources: list[str] | None = None,
                      n_boot: int = N_BOOT, say: Say = print) -> list[str]:
     """`pepx gate evaluate`: the report (`pepx.serving.gate.evaluate`); writes nothing into the bundle."""
+    check_bootstrap(n_boot)
+    out = check_report_folder(out, "--out")
     bundle = load_bundle(bundle_path)
     frame = load_split(split)
     unseen_rows = None

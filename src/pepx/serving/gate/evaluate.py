@@ -29,6 +29,7 @@ from pepx.data.io import read_image
 from pepx.errors import ConfigError
 from pepx.evaluation.bootstrap import N_BOOT
 from pepx.evaluation.report import fmt_ci, write_json
+from pepx.fileio import write_csv, write_text
 from pepx.markdown import markdown_table
 from pepx.serving.bundle import Bundle
 from pepx.serving.gate.ood import read_ood
@@ -144,10 +145,9 @@ def evaluate_gate(bundle: Bundle, split: pd.DataFrame, out: str | Path, ood: str
     scores = score_sets(predictor, test, ood, unseen, say)
     tables = gate_tables(scores, n_boot, seed)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    scores.to_csv(out / "scores.csv", index=False)
+    write_csv(scores, out / "scores.csv", index=False)
     text = gate_report(bundle, tables, n_boot)
-    (out / "report.md").write_text(text)
+    write_text(out / "report.md", text)
     write_json({"bundle": {"id": bundle.id, "version": bundle.version},
                 "thresholds": predictor.gate.thresholds, "n_boot": n_boot,
                 **{k: v.to_dict(orient="records") for k, v in tables.items()}}, out / "gate_eval.json")

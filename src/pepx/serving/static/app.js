@@ -95,6 +95,11 @@ function showPrediction(node, p) {
   if (p.flagged.length) {
     node.querySelector(".flags").textContent = "· at or above the operating point for: " + p.flagged.join(", ");
   }
+  if (p.caveat) {
+    const caveat = node.querySelector(".caveat");
+    caveat.hidden = false;
+    caveat.textContent = "Model card: " + p.caveat;
+  }
   const bars = node.querySelector(".bars");
   const display = state.model ? state.model.class_display : Object.keys(p.probabilities);
   const classes = state.model ? state.model.classes : Object.keys(p.probabilities);
