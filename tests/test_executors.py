@@ -33,9 +33,11 @@ def _profile(data: str = SYNTH, epochs: int = 1, models: tuple[str, ...] = ("pep
 
 
 def _without_times(text: str) -> str:
-    """A report without its wall times (the only lines that may differ between executors)."""
+    """A report without its wall times (the only lines that may differ between executors) and its git commit
+    (a commit made while the suite runs changes it between the two grids)."""
     return "\n".join(line for line in text.splitlines()
                      if "Wall time" not in line and "wall times" not in line
+                     and not line.startswith("| git |")
                      and not re.fullmatch(r"\| [\w.-]+ \| [\d.]+ \|", line))
 
 
