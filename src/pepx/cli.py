@@ -135,10 +135,12 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pepx.evaluation.headline import read_headline
     from pepx.training import evaluate_run
 
     out = evaluate_run(args.run, data=args.data, split=args.split, out=args.out, n_boot=args.n_boot,
                        epoch=args.weights)
+    print("\n".join(read_headline(out)))
     print(f"report: {out / 'report.md'}")
     return 0
 
