@@ -104,8 +104,10 @@ def test_predict_equals_predictor_and_pepx_predict(client, predictor, images, tm
         # the card's caveat of the predicted class, in the API and in the CSV (issue 15 item 5)
         assert got["caveat"] == expected.caveat == f"the card on {got['label']} calls"
         assert rows.loc[str(path), "caveat"] == got["caveat"]
-        cli = {c: rows.loc[str(path), f"prob_{c}"] for c in predictor.classes}
-        assert got["probabilities"] == cli and rows.loc[str(path), "label"] == got["label"]
+        # the CSV names classes as people read them: the API's label_display (its keys stay the classes)
+        names = predictor.bundle.display
+        cli = {c: rows.loc[str(path), f"prob_{names[c]}"] for c in predictor.classes}
+        assert got["probabilities"] == cli and rows.loc[str(path), "label"] == got["label_display"]
         media = {"png": "image/png", "jpg": "image/jpeg", "dcm": "application/dicom"}
         assert got["media_type"] == media[kind]
         assert set(got["timing_ms"]) == {"decode", "queue", "inference"} and body["timing_ms"]["total"] > 0
@@ -131,6 +133,7 @@ def test_cam_pictures_compose_to_the_overlay(client, images):
     (pred,) = r.json()["predictions"]
     cam = pred["cam"]
     assert cam["class"] == pred["label"] and cam["layer"] == "layer4" and pred["timing_ms"]["cam"] > 0
+    assert cam["class_display"] == pred["label_display"]  # the caption's name is the page's
     pictures = {k: Image.open(io.BytesIO(base64.b64decode(cam[k].split(",", 1)[1])))
                 for k in ("overlay", "film", "heatmap")}
     assert all(cam[k].startswith("data:image/png;base64,") for k in pictures)

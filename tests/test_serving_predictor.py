@@ -78,7 +78,7 @@ def test_bad_inputs_are_rows_and_the_good_ones_go_on(predictor, tmp_path):
     assert ok.flagged == ("COVID-19",)  # threshold 0 always flags, 1 never (p < 1 here)
     row = ok.to_row()
     assert list(row) == ["source", "status", "label", "prob_normal", "prob_pneumonia", "prob_COVID-19",
-                         "flagged", "error", "gate", "gate_score", "gate_distance", "gate_reason"]
+                         "flagged", "error", "gate", "gate_score", "gate_distance", "gate_reason", "caveat"]
     assert preds[0].to_row()["label"] is None and preds[0].to_row()["error"] == reasons[0]
     assert isinstance(preds[0], Prediction) and preds[0].probabilities == {}
 

@@ -150,7 +150,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     @v1.get("/model", summary="The model card (Markdown) and config.json")
     async def model() -> dict[str, Any]:
         return {**_model_id(predictor), "classes": list(bundle.classes),
-                "class_display": list(bundle.config.get("class_display") or bundle.classes),
+                "class_display": list(bundle.display.values()),
                 "image_size": bundle.image_size, "runtime": predictor.runtime, "notice": NOTICE,
                 "gate": predictor.gate_status,
                 "limits": {"max_upload_mb": s.max_upload_mb, "max_files": s.max_files,
@@ -281,8 +281,7 @@ def _prediction_json(predictor: Predictor, filename: str, probs: np.ndarray,
     """`schema.PredictionOut`'s fields (less media type and timing), from Predictor's own label,
     operating-point flags and gate handling."""
     pred = predictor._prediction(filename, probs, gate)
-    display = dict(zip(predictor.classes, predictor.bundle.config.get("class_display") or predictor.classes,
-                       strict=True))
+    display = predictor.bundle.display
     row = pred.to_row()
     return {"filename": filename, "status": "ok", "label": pred.label,
             "label_display": display.get(pred.label) if pred.label else None,
@@ -302,7 +301,8 @@ def _cam_pictures(predictor: Predictor, image: np.ndarray, class_index: int, siz
                   .clip(0, 1) for a in (exp.image, exp.map))
     rgba = colormaps["jet"](heat)
     rgba[..., 3] = heat
-    return {"class": exp.class_name, "class_index": exp.class_index, "layer": exp.layer,
+    return {"class": exp.class_name, "class_display": predictor.bundle.display.get(exp.class_name),
+            "class_index": exp.class_index, "layer": exp.layer,
             "overlay": _png_url(overlay(film, heat, alpha=0.5)),
             "film": _png_url(Image.fromarray((film * 255 + 0.5).astype(np.uint8), mode="L")),
             "heatmap": _png_url(Image.fromarray((rgba * 255 + 0.5).astype(np.uint8), mode="RGBA"))}
