@@ -197,7 +197,9 @@ def test_predict_straight_from_a_run_folder(exported, tmp_path, capsys):
     run, _ = exported
     good_and_bad_folder(tmp_path / "films")
     assert main(["predict", str(tmp_path / "films" / "a.png"), "--model", str(run)]) == 0
-    assert "not calibrated" in capsys.readouterr().out
+    first = capsys.readouterr().out.splitlines()[0]  # never "uncalibrated (calibrated probabilities ...)"
+    assert first.startswith(f"run {run.name} (probabilities not calibrated: a run folder")
+    assert "uncal" not in first
 
 
 def test_export_calibrates_on_other_data_but_refuses_the_training_patients(exported, tmp_path, capsys):

@@ -275,12 +275,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from pepx.serving import files
     from pepx.training.layout import RunLayout
 
-    if args.model and RunLayout(args.model).config.is_file():  # a run folder (imports Lightning)
+    run_folder = bool(args.model and RunLayout(args.model).config.is_file())
+    if run_folder:  # imports Lightning
         from pepx.serving.build import predictor_from_run
 
         predictor = predictor_from_run(args.model, runtime=args.runtime, device=args.device)
-        print(f"{args.model} is a run folder: probabilities are not calibrated (`pepx export` makes a "
-              "bundle)")
     else:
         from pepx.serving import Predictor
 
@@ -292,7 +291,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for p in preds:
         if p.status != "ok":
             print(f"pepx predict: skipped {p.to_row()['source']}: {p.error}", file=sys.stderr)
-    print("\n".join(files.report(predictor, preds, args.out, args.cam, args.cam_class, args.cam_layer)))
+    print("\n".join(files.report(predictor, preds, args.out, args.cam, args.cam_class, args.cam_layer,
+                                  calibrated=not run_folder)))
     if not any(p.status == "ok" for p in preds):
         print(f"pepx predict: error: none of the {len(preds)} inputs could be read", file=sys.stderr)
         return 2

@@ -262,9 +262,10 @@ __all__ = ["CAM_NPY", "CAM_PNG", "cam_names", "check_outputs", "collect_inputs",
 
 def report(predictor: Predictor, preds: Sequence[Prediction], out: str | Path | None = None,
            cam: str | Path | None = None, cam_class: str | None = None,
-           cam_layer: str | None = None) -> list[str]:
+           cam_layer: str | None = None, calibrated: bool = True) -> list[str]:
     """Write what `pepx predict` was asked for - every row to `out` (.csv / .json) or a table, and the
-    Grad-CAM files into `cam` - and return the lines to print."""
+    Grad-CAM files into `cam` - and return the lines to print (`calibrated=False`: a run folder's predictor,
+    whose probabilities are the network's softmax)."""
     n_ok = sum(p.status == "ok" for p in preds)
     if out:
         check_out_file(out)  # before any heat map is written
@@ -276,8 +277,11 @@ def report(predictor: Predictor, preds: Sequence[Prediction], out: str | Path | 
         lines = [f"{bundle.id} {bundle.version}: wrote {len(preds)} rows to {display_path(written)} ({n_ok} "
                  f"predicted, {len(preds) - n_ok} unreadable)"]
     else:
-        lines = [f"{bundle.id} {bundle.version} (calibrated probabilities; input gate "
-                 f"{predictor.gate_status}; research use only)", print_table(preds, names),
+        what = ("calibrated probabilities" if calibrated else
+                "probabilities not calibrated: a run folder, `pepx export` makes a bundle")
+        title = f"{bundle.id} {bundle.version}" if calibrated else bundle.id
+        lines = [f"{title} ({what}; input gate {predictor.gate_status}; research use only)",
+                 print_table(preds, names),
                  *caveat_lines(preds, names)]
     if legend and any(p.flagged for p in preds):
         lines.append(legend)
