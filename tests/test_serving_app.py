@@ -63,6 +63,10 @@ def test_health_model_page_docs(client, predictor):
     assert health["runtime"] == "torch" and health["batching"]["max_batch"] == 16
     model = client.get("/v1/model").json()
     assert model["card"] == "# tiny\n" and model["classes"] == list(predictor.classes)
+    assert model["card_html"] == "<h1>tiny</h1>\n"  # the page shows the card as HTML (issue 18 item 3)
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+    assert icon.content[:4] == b"\x00\x00\x01\x00"  # an ICO file
     assert model["config"]["weights"]["sha256"] == predictor.bundle.sha256 and model["image_size"] == 48
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -238,3 +242,13 @@ def test_no_cors_unless_asked(predictor, client):
         assert r.headers["access-control-allow-origin"] == "https://viewer.example"
         other = c.get("/v1/health", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_card_html_renders_tables_and_escapes_html():
+    from pepx.serving.card import card_html
+
+    html = card_html("## Metrics\n\n| metric | value |\n| --- | --- |\n| accuracy | 0.9 |\n\n"
+                     "<script>alert(1)</script> [x](javascript:alert(1)) **bold**\n")
+    assert "<h2>Metrics</h2>" in html and "<table>" in html and "<td>accuracy</td>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html and 'href="javascript' not in html
+    assert "<strong>bold</strong>" in html

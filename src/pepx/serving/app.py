@@ -45,6 +45,7 @@ from pepx.data.io import MAX_PIXELS
 from pepx.errors import ConfigError
 from pepx.serving.auth import TokenGate
 from pepx.serving.batching import MAX_WAIT_MS, BatcherDown, DynamicBatcher, QueueFullError
+from pepx.serving.card import card_html
 from pepx.serving.gate.dicom import read_tags
 from pepx.serving.gate.gate import GATE_OFF, GateResult
 from pepx.serving.gradcam import Explanation, overlay
@@ -112,6 +113,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
                              max_queue=s.max_queue)
     pool: dict[str, ThreadPoolExecutor] = {}
     bundle = predictor.bundle
+    card = card_html(bundle.card) if bundle.card else ""
     started = time.time()
 
     @asynccontextmanager
@@ -155,7 +157,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
                 "gate": predictor.gate_status,
                 "limits": {"max_upload_mb": s.max_upload_mb, "max_files": s.max_files,
                            "accepted": ["image/png", "image/jpeg", "application/dicom"]},
-                "card": bundle.card, "config": bundle.config}
+                "card": bundle.card, "card_html": card, "config": bundle.config}
 
     @v1.post("/predict", summary="Classify one or more chest X-rays",
              responses={200: {"model": PredictResponse, "description": "one entry per file; the input gate's "
@@ -226,6 +228,10 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:  # Swagger UI from the swagger-ui-bundle package, not a CDN: offline

@@ -23,6 +23,14 @@ INTENDED_USE = (
 )
 
 
+def card_html(card: str) -> str:
+    """The card (Markdown) as an HTML fragment for the page: CommonMark with tables (markdown-it-py). Raw HTML
+    in the card is escaped, not passed through, and links other than http(s) / relative are dropped."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).render(card)
+
+
 def _ci_row(table: pd.DataFrame, metric: str) -> str:
     row = table.set_index("metric").loc[metric]
     return fmt_ci(row["value"], row["low"], row["high"])

@@ -42,7 +42,8 @@ async function loadModel() {
   $("model-line").textContent = `${m.id} ${m.version} · ${m.image_size} px · runtime ${m.runtime} · ` +
     `classes: ${m.class_display.join(", ")}`;
   $("model-line").dataset.modelId = m.id;
-  $("card-text").textContent = m.card || "(this bundle has no model card)";
+  if (m.card_html) $("card-text").innerHTML = m.card_html;  // rendered by the server, raw HTML escaped
+  else $("card-text").textContent = "(this bundle has no model card)";
   $("card-open").disabled = false;
   drainQueue();
 }
