@@ -23,6 +23,7 @@ from pepx.data.io import IMAGE_SUFFIXES, is_dicom, read_image
 from pepx.errors import ConfigError
 from pepx.fileio import atomic_path, check_output_file, display_path, file_problem, walk_files, write_text
 from pepx.markdown import text_table
+from pepx.serving.cam_picture import cam_picture
 from pepx.serving.predictor import Prediction, Predictor
 
 GLOB_CHARS = set("*?[")
@@ -247,7 +248,8 @@ def write_cams(predictor: Predictor, preds: Sequence[Prediction], folder: str | 
             continue
         png, npy = folder / (str(names[p.source]) + CAM_PNG), folder / (str(names[p.source]) + CAM_NPY)
         with atomic_path(png) as tmp:
-            explanation.overlay(alpha=alpha).save(tmp, format="PNG", pnginfo=info)
+            label = predictor.bundle.display.get(explanation.class_name, explanation.class_name)
+            cam_picture(explanation, label, alpha=alpha).save(tmp, format="PNG", pnginfo=info)
         buffer = io.BytesIO()
         np.save(buffer, explanation.raw)
         with atomic_path(npy) as tmp:

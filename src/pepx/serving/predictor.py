@@ -36,7 +36,14 @@ from pepx.serving.caveats import caveat_for
 from pepx.serving.export import onnx_session
 from pepx.serving.gate.dicom import read_tags
 from pepx.serving.gate.gate import GATE_OFF, Gate, GateResult
-from pepx.serving.gradcam import Explanation, check_layer, default_layer, grad_cam, to_image_frame
+from pepx.serving.gradcam import (
+    Explanation,
+    check_layer,
+    default_layer,
+    grad_cam,
+    seen_box,
+    to_image_frame,
+)
 
 RUNTIMES = ("torch", "onnx")
 #: `progress=None` shows a bar (stderr, terminals only) from this many inputs on.
@@ -219,7 +226,8 @@ class Predictor:
             raw, index, _ = grad_cam(model, x.to(self.device), class_index, layer)
         s = self._settings
         full = to_image_frame(raw, image.shape, s.top_crop, s.square)
-        return Explanation(full, raw, index, self.classes[index], image, layer)
+        return Explanation(full, raw, index, self.classes[index], image, layer,
+                           seen=seen_box(image.shape, s.top_crop, s.square))
 
 
     def check_layer(self, layer: str, option: str = "layer") -> None:
