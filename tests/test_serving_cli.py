@@ -64,6 +64,9 @@ def test_export_writes_a_calibrated_bundle_with_card_and_exports(exported, capsy
                     "## Reference predictions"):
         assert heading in card, heading
     assert "Research use only" in card and bundle.sha256 in card
+    n_train = sum(cfg["training"]["split_counts"]["train"].values())  # the card says what it was trained on
+    assert f"It was trained on {n_train} synthetic films drawn by pepx (not radiographs)" in card
+    assert "few thousand" not in card
     # issue 15 item 5: the card leads with the adults-only table (by view) and its known failures, keeps the
     # history, and gives each class predicted among the adult test films its caveat
     order = ("## Intended use", "## Adults only", "### Adults by view", "## Known failure modes", "## Use it",
