@@ -238,6 +238,33 @@ def test_an_image_predicted_by_two_folds_is_refused(manifest, tmp_path):
         pooled_predictions(folders)
 
 
+def test_report_only_rebuilds_the_report_and_refuses_missing_runs(manifest, tmp_path, capsys):
+    profile = get_profile("smoke", data=SYNTH, epochs=3, seeds=1, n_boot=200)
+    out = tmp_path / "cv"
+    runs = _fake_cv(out, profile, manifest)
+    kwargs = dict(ablations=list(ABLATIONS), leave_source_out=True, lso_models=["pepx_resnet"], log=print)
+    before = reproduce_cv(profile, out, 3, **kwargs).read_text()
+    (out / "report.md").unlink()
+    (out / "summary.csv").unlink()
+    after = reproduce_cv(profile, out, 3, report_only=True, **kwargs).read_text()
+    assert "training" not in capsys.readouterr().out and (out / "summary.csv").exists()
+    untimed = [[line for line in text.splitlines() if "this call" not in line] for text in (before, after)]
+    assert untimed[0] == untimed[1]
+    (run_dir(out, runs[5]) / "model.safetensors").unlink()  # a run the other machine has not finished
+    (run_dir(out, runs[7]) / "model.safetensors").unlink()
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    args = ["reproduce", "--cv", "3", "--profile", "smoke", "--data", SYNTH, "--epochs", "3", "--seeds", "1",
+            "--ablations", "--leave-source-out", "--lso-models", "pepx_resnet", "--report-only",
+            "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"2 of {len(runs)} runs in {out} are not complete" in err and err.count("\n") == 1
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files  # nothing written
+    assert main(["reproduce", "--report-only", "--out", str(tmp_path / "none")]) == 2
+    assert "no grid here (grid.json not found)" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
 def test_cv_folder_refuses_other_settings(manifest, tmp_path):
     profile = get_profile("smoke", data=SYNTH, epochs=3)
     prepare_cv(profile, tmp_path, 3)

@@ -2,7 +2,7 @@
 longer drift from the code.
 
 - python: executed in a fresh folder that holds the two films the docs name (`film.png`, `scan.dcm`);
-  the ones in `LONG` (they train for minutes) run their imports only.
+  the ones in `IMPORTS_ONLY` (they train for minutes, or need a cluster) run their imports only.
 - bash: each `pepx ...` command is parsed by pepx's own argparse parser (a sub-command or flag that does not
   exist fails), `pepx train`'s key=value overrides are applied to a `TrainConfig` (a config key that does not
   exist fails), and a script the snippet runs (`python X.py`, `scripts/X.sh`) must exist. Nothing is run.
@@ -25,10 +25,13 @@ from test_data_io import make_dicom, ramp
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-#: Python snippets that train for minutes: only their imports run. Keyed by file and the snippet's first line.
-LONG = {
+#: Python snippets that train for minutes or need a cluster: only their imports run. Keyed by file and the
+#: snippet's first line.
+IMPORTS_ONLY = {
     ("docs/evaluation.md", "import pandas as pd"): "trains the smoke grid (3 epochs x 12 runs: minutes)",
     ("docs/training.md", "from pepx.data import load_split"): "trains ResNet18 for 5 epochs (minutes)",
+    ("docs/cluster.md", "from pepx.experiments import get_profile"):
+        "needs a running Ray cluster (and trains the 5-fold grid: hours)",
 }
 BLOCK = re.compile(r"^```(python|bash)\n(.*?)^```", re.S | re.M)
 
@@ -49,7 +52,7 @@ PYTHON, BASH = _snippets("python"), _snippets("bash")
 def test_the_docs_have_snippets() -> None:
     assert len(PYTHON) >= 7 and len(BASH) >= 20
     firsts = {(name, code.splitlines()[0]) for name, _, code in PYTHON}
-    assert set(LONG) <= firsts, "a LONG entry names no snippet: update the list"
+    assert set(IMPORTS_ONLY) <= firsts, "a IMPORTS_ONLY entry names no snippet: update the list"
 
 
 @pytest.fixture
@@ -67,7 +70,7 @@ def films(tmp_path, monkeypatch) -> Path:
 @pytest.mark.parametrize("name,line,code", PYTHON, ids=[f"{n}:{ln}" for n, ln, _ in PYTHON])
 def test_python_snippet_runs(name, line, code, films) -> None:
     tree = ast.parse(code, filename=f"{name}:{line}")
-    reason = LONG.get((name, code.splitlines()[0]))
+    reason = IMPORTS_ONLY.get((name, code.splitlines()[0]))
     if reason:  # imports only: the names it uses must still exist
         tree.body = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
     exec(compile(tree, f"{name}:{line}", "exec"), {"__name__": "__snippet__"})

@@ -36,6 +36,16 @@ SYNTH = "synthetic:n_per_class=30,size=64"
 FAST = ProbeSettings(folds=3, epochs=1, min_steps=40, batch_size=16, n_boot=300, equalize=("none",))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Probes train small networks; their numbers depend on the thread count (float summation order), so the
+    tests run them at 1 thread, as `pepx audit` does by default (ProbeSettings.threads)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture(scope="module")
 def manifest() -> pd.DataFrame:
     return load_source(SYNTH).manifest

@@ -15,14 +15,14 @@ from pepx.serving.bundle import SHIPPED
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "cxr-real"
 #: Changes only when the bundle is re-made on purpose (scripts/train_bundle.sh): update it with the card.
-SHA256 = "bab6274fbe0e4613bc6951dbcb7b8da3ea1f8733752dc7b706ce1bdaaf99f233"
+SHA256 = "66ca813477401533ef14c11d9fc33af817c42e606413deaeffdf4e1c8d76572a"
 needs_real = pytest.mark.skipif(not (REAL / "metadata.csv").is_file(),
                                 reason="../shared/data/cxr-real is absent")
 
 
 def test_shipped_bundle_is_intact_small_and_packaged():
     bundle = load_bundle(None)  # verifies the weights against config.json's sha256
-    assert bundle.path == default_bundle_path() and bundle.id == SHIPPED and bundle.version == "1.0.0"
+    assert bundle.path == default_bundle_path() and bundle.id == SHIPPED and bundle.version == "2.0.0"
     assert bundle.sha256 == SHA256
     weights = bundle.path / "model.safetensors"
     assert weights.stat().st_size <= 8_000_000 and "float16" in bundle.config["weights"]["dtypes"]
@@ -31,8 +31,15 @@ def test_shipped_bundle_is_intact_small_and_packaged():
     assert cfg["training"]["loss"] == "focal" and cfg["training"]["data"].endswith("cxr-real/metadata.csv")
     assert cfg["training"]["split_counts"]["val"] == {"normal": 100, "pneumonia": 100, "COVID-19": 100}
     card = bundle.card
-    assert SHA256 in card and "Adult pneumonia is called COVID-19" in card
-    assert "## Test metrics by age group" in card
+    assert SHA256 in card and "## Test metrics by age group" in card
+    # bundle 2.0 (issue 15): v2 data, every film equalised (here and at predict time), the card leads with
+    # the adults-only table by view, a caveat per class, bundle 1.0's figures in its history
+    assert cfg["preprocess"]["settings"]["equalize"] == "hist"
+    assert "## Adults only" in card and "### Adults by view" in card
+    assert card.index("## Adults only") < card.index("## Known failure modes") < card.index("## Use it")
+    assert set(cfg["caveats"]) == {"normal", "pneumonia", "COVID-19"}
+    assert all(text in card for text in cfg["caveats"].values())
+    assert [h["version"] for h in cfg["history"]] == ["1.0.0"] and "## History" in card
     acc = cfg["test_metrics"]["accuracy"]
     assert f"| accuracy | {acc[0]:.3f} | [{acc[1]:.3f}, {acc[2]:.3f}] |" in card
     # a non-editable install carries the bundle: pyproject's package-data pattern matches its three files

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pepx import cli_help
+from pepx import cli_help, console
 from pepx.checks import MAX_IMAGE_SIZE, MAX_WIDTH
 from pepx.cli_help import config_keys_epilog
 from pepx.console import NON_NEGATIVE, POSITIVE, CLIParser, float_range, int_range, log_to_stdout
@@ -164,8 +164,7 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int_range(1, 100000), default=None, help="epochs (default: profile)")
     p.add_argument("--models", nargs="+", default=None, help="subset of pepx_resnet resnet18 covidnet")
     p.add_argument("--losses", nargs="+", default=None, help="subset of ce focal")
-    p.add_argument("--jobs", type=int_range(1, 256), default=1,
-                   help="runs trained at once, each in its own process with cores/JOBS threads (default 1)")
+    console.add_grid_arguments(p)
     cv = p.add_argument_group("cross-validation (--cv K) and what runs on its folds")
     cv.add_argument("--cv", type=POSITIVE, default=None, metavar="K",
                     help="K patient-grouped, class-stratified folds over the whole data set; tables from the "
@@ -199,6 +198,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from pepx.experiments import reproduce
     from pepx.experiments.ablations import ablation_names
     from pepx.experiments.cv import reproduce_cv
+    from pepx.experiments.executors import make_executor
     from pepx.experiments.external import LSO_MODELS
     from pepx.experiments.mitigations import mitigation_names
     from pepx.experiments.reproduce import resolve_profile
@@ -211,18 +211,22 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         used = [flag for flag, value in cv_only.items() if value]
         if used:
             raise ConfigError(f"{', '.join(used)} need --cv K (the folds they run on)")
-        reproduce(args.data, args.profile, args.seeds, args.out, n_train=args.n_train, n_test=args.n_test,
-                  epochs=args.epochs, models=args.models, losses=args.losses, jobs=args.jobs)
+        with make_executor(**console.grid_options(args)) as executor:
+            reproduce(args.data, args.profile, args.seeds, args.out, n_train=args.n_train, n_test=args.n_test,
+                      epochs=args.epochs, models=args.models, losses=args.losses, executor=executor,
+                      report_only=args.report_only)
         return 0
     profile = resolve_profile(args.profile, data=args.data, seeds=args.seeds, n_train=args.n_train,
                               n_test=args.n_test, epochs=args.epochs, models=args.models, losses=args.losses)
-    reproduce_cv(profile, args.out, args.cv, pseudo_test=args.pseudo_test,
-                 ablations=[] if args.ablations is None else ablation_names(args.ablations),
-                 mitigations=[] if args.mitigations is None else mitigation_names(args.mitigations),
-                 leave_source_out=args.leave_source_out, lso_models=args.lso_models or LSO_MODELS,
-                 lso_sources=args.lso_sources,
-                 lso_variants=["", *mitigation_names(args.lso_variants)] if args.lso_variants else [""],
-                 inner_val=args.inner_val, folds=args.folds, jobs=args.jobs)
+    with make_executor(**console.grid_options(args)) as executor:
+        reproduce_cv(profile, args.out, args.cv, pseudo_test=args.pseudo_test,
+                     ablations=[] if args.ablations is None else ablation_names(args.ablations),
+                     mitigations=[] if args.mitigations is None else mitigation_names(args.mitigations),
+                     leave_source_out=args.leave_source_out, lso_models=args.lso_models or LSO_MODELS,
+                     lso_sources=args.lso_sources,
+                     lso_variants=["", *mitigation_names(args.lso_variants)] if args.lso_variants else [""],
+                     inner_val=args.inner_val, folds=args.folds, executor=executor,
+                     report_only=args.report_only)
     return 0
 
 
@@ -236,18 +240,20 @@ def _add_recipe_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="data SOURCE (default: each candidate's)")
     p.add_argument("--epochs", type=int_range(1, 100_000), default=None,
                    help="override every candidate's epochs (pilots)")
-    p.add_argument("--jobs", type=int_range(1, 256), default=1, help="runs trained at once (default 1)")
+    console.add_grid_arguments(p)
     p.add_argument("--n-boot", type=POSITIVE, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--out", default="runs/recipe", help="runs and scores (default: runs/recipe)")
     p.set_defaults(func=_cmd_recipe)
 
 
 def _cmd_recipe(args: argparse.Namespace) -> int:
+    from pepx.experiments.executors import make_executor
     from pepx.experiments.profiles import RECIPES
     from pepx.experiments.recipe import score_recipes
 
-    score_recipes(args.candidates or list(RECIPES), args.out, k=args.cv, folds=args.folds, data=args.data,
-                  epochs=args.epochs, jobs=args.jobs, n_boot=args.n_boot)
+    with make_executor(**console.grid_options(args)) as executor:
+        score_recipes(args.candidates or list(RECIPES), args.out, k=args.cv, folds=args.folds, data=args.data,
+                      epochs=args.epochs, n_boot=args.n_boot, executor=executor, report_only=args.report_only)
     return 0
 
 

@@ -66,6 +66,42 @@ positive_float, non_negative_float = float_range(0.0, strict=True), float_range(
 POSITIVE, NON_NEGATIVE = int_range(1), int_range(0)
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def add_grid_arguments(p: argparse.ArgumentParser) -> None:
+    """The options shared by `pepx reproduce` and `pepx recipe`: where the runs train, and --report-only."""
+    p.add_argument("--jobs", type=int_range(1, 256), default=None,
+                   help="runs trained at once (local: processes with cores/JOBS threads each, default 1; "
+                        "ray, slurm: default as many as the cluster takes)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report from the complete run folders in --out")
+    g = p.add_argument_group("executor (docs/cluster.md)")
+    g.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
+                   help="local (this machine, default), ray (Ray tasks: pepx[ray]) or slurm (SLURM jobs "
+                        "through submitit: pepx[slurm])")
+    g.add_argument("--address", help="ray: an existing cluster: auto or HOST:PORT (default: start one here)")
+    g.add_argument("--cpus-per-run", type=POSITIVE, help="ray, slurm: CPUs of each run, its torch threads "
+                   "(default 1)")
+    g.add_argument("--gpus-per-run", type=NON_NEGATIVE, help="ray, slurm: GPUs of each run (default 0)")
+    g.add_argument("--partition", help="slurm: the partition (default: the cluster's)")
+    g.add_argument("--time-min", type=POSITIVE, help="slurm: each job's time limit in minutes (default 240; "
+                   "a run reaching it is requeued and resumes)")
+    g.add_argument("--sbatch", nargs="+", type=_key_value, metavar="KEY=VALUE",
+                   help="slurm: further sbatch options, e.g. account=lab mem=32G qos=high")
+
+
+def grid_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `pepx.experiments.executors.make_executor` from `add_grid_arguments`'s."""
+    return {"name": args.executor, "jobs": args.jobs, "address": args.address,
+            "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run, "partition": args.partition,
+            "time_min": args.time_min, "sbatch": dict(args.sbatch) if args.sbatch else None}
+
+
 @contextmanager
 def log_to_stdout() -> Iterator[None]:
     """pepx's log lines (per-epoch results, data warnings) go to stdout while a command runs: stderr carries

@@ -20,6 +20,7 @@ from pepx.data import load_source
 from pepx.errors import ConfigError
 from pepx.experiments.ablations import ablation_runs
 from pepx.experiments.comparisons import HEADLINE
+from pepx.experiments.executors import Executor
 from pepx.experiments.external import LSO_MODELS, lso_runs, lso_sources, lso_split
 from pepx.experiments.folds import add_pixel_hashes, assign_folds, fold_split
 from pepx.experiments.grid import (
@@ -28,6 +29,7 @@ from pepx.experiments.grid import (
     plan,
     profile_settings,
     read_timings,
+    require_grid,
     train_runs,
 )
 from pepx.experiments.mitigations import mitigation_runs
@@ -83,8 +85,8 @@ def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool
                  ablations: Sequence[str] = (), mitigations: Sequence[str] = (),
                  leave_source_out: bool = False, lso_models: Sequence[str] = LSO_MODELS,
                  lso_sources: Sequence[str] | None = None, lso_variants: Sequence[str] = ("",),
-                 inner_val: bool = False,
-                 folds: Sequence[int] | None = None, jobs: int = 1,
+                 inner_val: bool = False, folds: Sequence[int] | None = None, jobs: int = 1,
+                 executor: Executor | None = None, report_only: bool = False,
                  log: Callable[[str], None] = print) -> Path:
     """Train what is missing, then write the cross-validated report; returns the path of its ``report.md``.
 
@@ -93,12 +95,19 @@ def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool
     ``mitigations``: variants of `profiles.MITIGATIONS` (``a+b``, ``unmitigated``) to train and compare.
     ``lso_sources``: the sources held out (default: every one with two or more classes);
     ``lso_variants``: the variants trained per held-out source (``""``: the profile's recipe).
+    ``executor``: where the runs train (`pepx.experiments.executors`; default: this machine, ``jobs`` at a
+    time). ``report_only``: train nothing; rebuild the report from complete run folders (`RunError` when
+    some are missing).
     """
     start = time.perf_counter()
     out = Path(out)
     if inner_val and leave_source_out:
         raise ConfigError("--inner-val scores a recipe on inner folds; leave-source-out has none: "
                           "run them separately")
+    if report_only:
+        require_grid(out)
+    elif executor is not None:
+        executor.open()  # before anything is written: an engine that cannot be reached is refused first
     folded = prepare_cv(profile, out, k, pseudo_test=pseudo_test)
     folds = sorted(set(range(k) if folds is None else folds))
     if not folds or min(folds) < 0 or max(folds) >= k:
@@ -115,7 +124,8 @@ def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool
     sources = _held_out_sources(folded, lso_sources) if leave_source_out else []
     if leave_source_out:
         runs += lso_runs(lso_models, loss, seeds, sources, variants=lso_variants)
-    folders = train_runs(profile, out, runs, split_of(out, folded), n_jobs=jobs, log=log)
+    folders = train_runs(profile, out, runs, split_of(out, folded), n_jobs=jobs, log=log, executor=executor,
+                         report_only=report_only)
     train_seconds = time.perf_counter() - start
     log("writing the report ...")
     timings = read_timings(out)

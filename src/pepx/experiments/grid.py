@@ -2,9 +2,10 @@
 
 Layout of an output folder: ``grid.json`` (the settings, so a second call with other settings is refused
 instead of mixing runs), ``timings.json`` (wall seconds per run), the split file(s) (``split.csv`` for the
-single split; ``folds.csv`` and ``splits/`` for `pepx reproduce --cv`) and ``runs/<name>/`` (training's run
-folders). Complete runs are skipped and interrupted ones resumed (`pepx.experiments.parallel`), so a killed
-`pepx reproduce` continues. This module is the one place that names run folders and grid files.
+single split; ``folds.csv`` and ``splits/`` for `pepx reproduce --cv`), ``runs/<name>/`` (training's run
+folders) and, on SLURM, ``logs/<name>/`` (the jobs' logs). Complete runs are skipped and interrupted ones
+resumed (`pepx.experiments.parallel`), so a killed `pepx reproduce` continues. This module is the one place
+that names run folders and grid files.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ import pandas as pd
 from pepx.data import balanced_split, load_source, load_split, save_split
 from pepx.errors import ConfigError, RunError
 from pepx.evaluation.breakdown import fill_columns, missing_columns
-from pepx.experiments.parallel import Job, run_jobs
+from pepx.experiments.executors import Executor
+from pepx.experiments.parallel import Job, is_complete, run_jobs
 from pepx.experiments.profiles import Profile
 from pepx.fileio import write_text
 from pepx.training.layout import RunLayout
 
 SPLIT_FILE, GRID_FILE, TIMINGS_FILE, RUNS_DIR = "split.csv", "grid.json", "timings.json", "runs"
+#: Per-run logs of an engine that keeps them (SLURM: ``logs/<run>/<job id>_0_log.out``).
+LOGS_DIR = "logs"
 #: Profile fields that may change between calls on one folder (they add or drop runs, not change them).
 FREE_SETTINGS = ("seeds", "models", "losses", "n_boot")
 
@@ -158,20 +162,41 @@ def prepare(profile: Profile, out: str | Path) -> Path:
     return split
 
 
+def require_grid(out: Path) -> None:
+    """`RunError` unless ``out`` holds a grid (``grid.json``): what ``--report-only`` reports on."""
+    if not (Path(out) / GRID_FILE).is_file():
+        raise RunError(f"{out}: no grid here ({GRID_FILE} not found): run it without --report-only first")
+
+
 def train_runs(profile: Profile, out: Path, runs: Sequence[GridRun], split_of: Callable[[GridRun], Path],
-               n_jobs: int = 1, log: Callable[[str], None] = print) -> dict[GridRun, Path]:
-    """Train ``runs`` (each on the split file ``split_of(run)``) that are not complete; their folders."""
+               n_jobs: int = 1, log: Callable[[str], None] = print, executor: Executor | None = None,
+               report_only: bool = False) -> dict[GridRun, Path]:
+    """Train ``runs`` (each on the split file ``split_of(run)``) that are not complete, on ``executor``
+    (default: this machine, ``n_jobs`` at a time); their folders. ``report_only``: train nothing, and refuse
+    (`RunError`, nothing written) unless every run is complete."""
+    if report_only:
+        missing = [run.name for run in runs if not is_complete(run_dir(out, run), profile.epochs)]
+        if missing:
+            raise RunError(f"--report-only: {len(missing)} of {len(runs)} runs in {out} are not complete "
+                           f"(e.g. {missing[0]}): run the grid without --report-only to train them")
+        return {run: run_dir(out, run) for run in runs}
     jobs = [Job(run.name, profile.train_config(run.model, run.loss, run.seed, str(split_of(run).resolve()),
                                                variant=run.variant), run_dir(out, run))
             for run in runs]
-    run_jobs(jobs, out / TIMINGS_FILE, n_jobs=n_jobs, log=log)
+    run_jobs(jobs, out / TIMINGS_FILE, n_jobs=n_jobs, log=log, executor=executor, log_dir=out / LOGS_DIR)
     return {run: run_dir(out, run) for run in runs}
 
 
 def run_grid(profile: Profile, out: str | Path, seeds: Sequence[int], n_jobs: int = 1,
-             log: Callable[[str], None] = print) -> dict[GridRun, Path]:
+             log: Callable[[str], None] = print, executor: Executor | None = None,
+             report_only: bool = False) -> dict[GridRun, Path]:
     """Train every run of the single-split grid that is not complete yet; returns each run's folder."""
     out = Path(out)
+    if report_only:
+        require_grid(out)
+    elif executor is not None:
+        executor.open()  # before anything is written: an engine that cannot be reached is refused first
     split = prepare(profile, out)
     runs = plan(profile.models, profile.losses, seeds)
-    return train_runs(profile, out, runs, lambda _: split, n_jobs=n_jobs, log=log)
+    return train_runs(profile, out, runs, lambda _: split, n_jobs=n_jobs, log=log, executor=executor,
+                      report_only=report_only)

@@ -21,6 +21,7 @@ from pepx.evaluation.report import fmt_ci
 from pepx.evaluation.stats import pairwise_tests
 from pepx.experiments.comparisons import HEADLINE, detectable_text, fmt_p
 from pepx.experiments.cv import INNER_DIR, reproduce_cv
+from pepx.experiments.executors import Executor
 from pepx.experiments.grid import read_timings
 from pepx.experiments.profiles import Profile, get_profile
 from pepx.fileio import write_csv, write_text
@@ -39,9 +40,13 @@ def changes(profile: Profile, base: Profile) -> str:
 
 def score_recipes(candidates: Sequence[str], out: str | Path, k: int = 5, folds: Sequence[int] | None = None,
                   data: str | None = None, epochs: int | None = None, jobs: int = 1, n_boot: int = 2000,
+                  executor: Executor | None = None, report_only: bool = False,
                   log: Callable[[str], None] = print) -> Path:
-    """Run every candidate on the inner folds (resumable), then write ``recipes.md`` and ``recipes.csv``."""
+    """Run every candidate on the inner folds (resumable; on ``executor``, default: this machine, ``jobs``
+    at a time), then write ``recipes.md`` and ``recipes.csv``. ``report_only``: train nothing."""
     out = Path(out)
+    if executor is not None and not report_only:
+        executor.open()  # before any candidate's folder is written
     pooled: dict[str, pd.DataFrame] = {}
     rows = []
     overrides = dict(data=data, epochs=epochs, seeds=1, models=[HEADLINE[0]], losses=[HEADLINE[1]],
@@ -50,7 +55,8 @@ def score_recipes(candidates: Sequence[str], out: str | Path, k: int = 5, folds:
     base = get_profile("base", **overrides)
     for name, profile in profiles.items():
         log(f"== candidate {name}: {changes(profile, base)}")
-        reproduce_cv(profile, out / name, k, inner_val=True, folds=folds, jobs=jobs, log=log)
+        reproduce_cv(profile, out / name, k, inner_val=True, folds=folds, jobs=jobs, executor=executor,
+                     report_only=report_only, log=log)
         inner = out / name / INNER_DIR
         summary = pd.read_csv(inner / "summary.csv").set_index("metric")
         pooled[name] = pd.read_csv(inner / "pooled" / f"{HEADLINE[0]}-{HEADLINE[1]}.csv")

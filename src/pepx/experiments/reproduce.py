@@ -25,6 +25,7 @@ from pepx.experiments.comparisons import (
     paired_tests,
     tests_markdown,
 )
+from pepx.experiments.executors import Executor
 from pepx.experiments.figures import figure9, figure10, residual_figure
 from pepx.experiments.grid import (
     SPLIT_FILE,
@@ -55,16 +56,20 @@ def collect(folders: dict[GridRun, Path]) -> tuple[Frames, Frames]:
 def reproduce(data: str | None = None, profile: str | Profile = "smoke", seeds: int | None = None,
               out: str | Path = "runs/reproduce", *, n_train: int | None = None, n_test: int | None = None,
               epochs: int | None = None, models: Sequence[str] | None = None,
-              losses: Sequence[str] | None = None, jobs: int = 1, log: Callable[[str], None] = print) -> Path:
+              losses: Sequence[str] | None = None, jobs: int = 1, executor: Executor | None = None,
+              report_only: bool = False, log: Callable[[str], None] = print) -> Path:
     """Train the single-split grid (skipping complete runs), then write Tables 1-4, figures and ``report.md``
-    into ``out``; ``jobs`` runs train at once. Returns the path of ``report.md``. ``None`` arguments take the
-    profile's value. Cross-validation, ablations and leave-source-out: `pepx.experiments.cv.reproduce_cv`.
+    into ``out``; the runs train on ``executor`` (default: this machine, ``jobs`` at once). Returns the path
+    of ``report.md``. ``None`` arguments take the profile's value. ``report_only``: train nothing; rebuild
+    the report from complete run folders. Cross-validation, ablations and leave-source-out:
+    `pepx.experiments.cv.reproduce_cv`.
     """
     start = time.perf_counter()
     prof = resolve_profile(profile, data=data, seeds=seeds, n_train=n_train, n_test=n_test, epochs=epochs,
                            models=models, losses=losses)
     out = Path(out)
-    folders = run_grid(prof, out, range(prof.seeds), n_jobs=jobs, log=log)
+    folders = run_grid(prof, out, range(prof.seeds), n_jobs=jobs, log=log, executor=executor,
+                       report_only=report_only)
     train_seconds = time.perf_counter() - start
     log("writing the report ...")
     preds, metrics = collect(folders)

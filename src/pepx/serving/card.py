@@ -63,8 +63,11 @@ def model_card(s: dict[str, Any]) -> str:
         "## Use it", "", *_usage(bundle["id"], s["bundle_dir"]),
         "## Training", "",
         f"Run `{s['run']}` on `{cfg['data']}`: {cfg['epochs']} epochs, batch {cfg['batch_size']}, "
-        f"{cfg['optimizer']} lr {cfg['lr']} ({cfg['scheduler']}), augmentation "
-        f"{'on' if cfg['augment'] else 'off'}, seed {cfg['seed']}, {cfg['loss']} loss"
+        f"{cfg['optimizer']} lr {cfg['lr']} ({cfg['scheduler']})"
+        + (f", weight decay {cfg['weight_decay']}" if cfg.get("weight_decay") else "")
+        + (f", weight EMA {cfg['ema_decay']}" if cfg.get("ema_decay") else "")
+        + "".join(f", preprocessing {k} = {v}" for k, v in (cfg.get("preprocess") or {}).items())
+        + f", augmentation {'on' if cfg['augment'] else 'off'}, seed {cfg['seed']}, {cfg['loss']} loss"
         + "".join(f", {k} = {v}" for k, v in (cfg["loss_kwargs"] or {}).items()) + "."
         + (f" Recipe: `{s['command']}`." if s.get("command") else ""), "",
         "Images per split and class (whole patients per split; leak check: "
@@ -154,9 +157,10 @@ def _failure_modes(s: dict[str, Any]) -> list[str]:
     out = ["## Known failure modes", ""]
     short = s.get("shortcut")
     if short and short["n"]:
-        out += [f"- **Adult pneumonia is called COVID-19.** Of the {short['n']} adult pneumonia films in the "
-                f"test split, {short['as_covid']} are predicted COVID-19 and {short['correct']} pneumonia. "
-                "In "
+        normal = short["n"] - short["as_covid"] - short["correct"]
+        out += [f"- **Adult pneumonia** (bundle 1.0 called most of it COVID-19). Of the {short['n']} adult "
+                f"pneumonia films in the test split, {short['correct']} are predicted pneumonia, "
+                f"{short['as_covid']} COVID-19 and {normal} normal. In "
                 f"the training split {short['train_covid_adult']:.0%} of the COVID-19 images are adults' and "
                 f"{short['train_pneumonia_child']:.0%} of the pneumonia images children's: a network can "
                 "learn \"adult with opaque lungs => COVID-19\" and so recognise age (and hospital) as much "
