@@ -138,6 +138,9 @@ def test_cam_pictures_compose_to_the_overlay(client, images):
     cam = pred["cam"]
     assert cam["class"] == pred["label"] and cam["layer"] == "layer4" and pred["timing_ms"]["cam"] > 0
     assert cam["class_display"] == pred["label_display"]  # the caption's name is the page's
+    assert cam["cropped"] is True  # 120 x 100: the network saw a centred square; the page says so
+    (square,) = post(client, ("film.dcm", images["dcm"].read_bytes()), cam=True).json()["predictions"]
+    assert square["cam"]["cropped"] is False  # 96 x 96: all of it
     pictures = {k: Image.open(io.BytesIO(base64.b64decode(cam[k].split(",", 1)[1])))
                 for k in ("overlay", "film", "heatmap")}
     assert all(cam[k].startswith("data:image/png;base64,") for k in pictures)

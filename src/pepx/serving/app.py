@@ -309,6 +309,7 @@ def _cam_pictures(predictor: Predictor, image: np.ndarray, class_index: int, siz
     rgba[..., 3] = heat
     return {"class": exp.class_name, "class_display": predictor.bundle.display.get(exp.class_name),
             "class_index": exp.class_index, "layer": exp.layer,
+            "cropped": exp.seen is not None and exp.seen != (0, 0, h, w),
             "overlay": _png_url(overlay(film, heat, alpha=0.5)),
             "film": _png_url(Image.fromarray((film * 255 + 0.5).astype(np.uint8), mode="L")),
             "heatmap": _png_url(Image.fromarray((rgba * 255 + 0.5).astype(np.uint8), mode="RGBA"))}

@@ -134,7 +134,8 @@ function showCam(node, cam) {
   heat.src = cam.heatmap;
   figure.querySelector(".cam-caption").textContent =
     `Grad-CAM for “${cam.class_display || cam.class}” at ${cam.layer}: where the network's evidence for that class lies, ` +
-    "warm = more. A heat map is not a finding and can point at shortcuts such as text or borders.";
+    "warm = more. A heat map is not a finding and can point at shortcuts such as text or borders." +
+    (cam.cropped ? " The network saw a centred square of the film: the parts outside it have no colour." : "");
   const slider = figure.querySelector(".opacity");
   const output = figure.querySelector(".opacity-value");
   const apply = () => {
