@@ -83,6 +83,8 @@ class CXRDataModule(L.LightningDataModule):
                                               domains=self.domains if adversarial else None)
         for name in self.eval_names:
             self.datasets[name] = make_dataset(self.frames[name], self.config)
+        if self._rank_world()[0] != 0:  # one line per run, not one per DDP process
+            return
         counts = ", ".join(f"{len(d)} {name}" for name, d in self.datasets.items())
         log.info("data: %s images at %d px ready in %.1f s (cache %s)", counts, self.config.image_size,
                  time.perf_counter() - start, self.datasets["train"].cache.dir)
