@@ -215,7 +215,12 @@ def test_inspect_counts_decodable_and_undecodable_images_apart(tmp_path):
     (tmp_path / "COVID-19" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     text = inspect_source(f"folder:{tmp_path}").to_text()
     assert "images: 3 (2 decodable, 1 undecodable)" in text
-    assert "decode check of 3 images: 2 decodable, 1 undecodable" in text
+    assert "decode check of 3 images: 2 decodable, 1 undecodable (listed under problems below" in text
+    assert "broken.png" in text.split("problems (1):", 1)[1]
+    (tmp_path / "COVID-19" / "broken.png").unlink()
+    clean = inspect_source(f"folder:{tmp_path}").to_text()  # nothing to list: no promise of a list
+    assert "decode check of 2 images: 2 decodable, 0 undecodable\n" in clean + "\n"
+    assert "listed" not in clean and "problems" not in clean
 
 
 def test_inspect_of_an_empty_manifest_is_a_sentence(tmp_path):

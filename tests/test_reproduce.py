@@ -12,6 +12,7 @@ from PIL import Image
 
 from pepx.cli import main
 from pepx.errors import ConfigError
+from pepx.evaluation.report import fmt_ci
 from pepx.experiments import get_profile, reproduce
 from pepx.experiments.grid import plan, prepare, run_dir
 from pepx.experiments.paper import paper_frame, paper_value
@@ -66,8 +67,26 @@ def test_report_tables_and_figures_from_fake_runs(tmp_path):
     text = report.read_text()
     for number in ("0.95666", "0.94667", "0.933", "0.95237", "0.9559", "0.979"):  # the paper's
         assert number in text
-    assert "Table 1. The accuracy" in text and "Table 4. F1 score" in text
-    assert " ± " in text and "softmax CE" in text and "This work" in text
+    # issue 18 item 6: says first that it is a synthetic smoke test, not comparable with the paper
+    lines = text.splitlines()
+    assert lines[0] == "# pepx reproduce — profile `smoke`: a synthetic smoke test"
+    assert lines[2].startswith("> **A synthetic smoke test, not comparable with the paper.**")
+    # one headline number, defined, and the same as the linked headline report's (the seed ensemble)
+    saved = json.loads((out / "headline" / "metrics.json").read_text())
+    acc = next(m for m in saved["metrics"] if m["metric"] == "accuracy")
+    head = next(line for line in lines if line.startswith("**Headline"))
+    assert head.startswith(f"**Headline: accuracy {fmt_ci(acc['value'], acc['low'], acc['high'])}** "
+                           "(PEPX-ResNet + focal; the paper's number is not comparable with synthetic films)")
+    assert "Definition: the share of the 90 test images whose most probable class, averaging the 2 seeds'" \
+        in head
+    assert "Table 1 gives instead the mean of the seeds' own accuracies" in head
+    # plain-English titles and rows; the paper's words (typos included) only in the footnote
+    assert "Table 1. Accuracy of each network." in text and "Table 4. F1 score of each class." in text
+    tables = text.split("## Tables 1–4", 1)[1].split("<sub>", 1)
+    assert not any(w in tables[0] for w in ("Precious", "Sensitive", "Resnet18", "This work"))
+    note = tables[1].split("</sub>")[0]
+    assert all(w in note for w in ('"Precious', '"Sensitive', '"Resnet18"', '"This work"'))
+    assert " ± " in text and "softmax CE" in text
     assert "Warning: the data let a shortcut through" in text  # hospital_c holds only COVID-19
     assert "### By source" in text and "### By age_group" in text
     # by view: the runs' predictions.csv lack `view`; it comes from each run's split.csv

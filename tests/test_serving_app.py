@@ -63,6 +63,10 @@ def test_health_model_page_docs(client, predictor):
     assert health["runtime"] == "torch" and health["batching"]["max_batch"] == 16
     model = client.get("/v1/model").json()
     assert model["card"] == "# tiny\n" and model["classes"] == list(predictor.classes)
+    assert model["card_html"] == "<h1>tiny</h1>\n"  # the page shows the card as HTML (issue 18 item 3)
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+    assert icon.content[:4] == b"\x00\x00\x01\x00"  # an ICO file
     assert model["config"]["weights"]["sha256"] == predictor.bundle.sha256 and model["image_size"] == 48
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -104,8 +108,10 @@ def test_predict_equals_predictor_and_pepx_predict(client, predictor, images, tm
         # the card's caveat of the predicted class, in the API and in the CSV (issue 15 item 5)
         assert got["caveat"] == expected.caveat == f"the card on {got['label']} calls"
         assert rows.loc[str(path), "caveat"] == got["caveat"]
-        cli = {c: rows.loc[str(path), f"prob_{c}"] for c in predictor.classes}
-        assert got["probabilities"] == cli and rows.loc[str(path), "label"] == got["label"]
+        # the CSV names classes as people read them: the API's label_display (its keys stay the classes)
+        names = predictor.bundle.display
+        cli = {c: rows.loc[str(path), f"prob_{names[c]}"] for c in predictor.classes}
+        assert got["probabilities"] == cli and rows.loc[str(path), "label"] == got["label_display"]
         media = {"png": "image/png", "jpg": "image/jpeg", "dcm": "application/dicom"}
         assert got["media_type"] == media[kind]
         assert set(got["timing_ms"]) == {"decode", "queue", "inference"} and body["timing_ms"]["total"] > 0
@@ -131,6 +137,10 @@ def test_cam_pictures_compose_to_the_overlay(client, images):
     (pred,) = r.json()["predictions"]
     cam = pred["cam"]
     assert cam["class"] == pred["label"] and cam["layer"] == "layer4" and pred["timing_ms"]["cam"] > 0
+    assert cam["class_display"] == pred["label_display"]  # the caption's name is the page's
+    assert cam["cropped"] is True  # 120 x 100: the network saw a centred square; the page says so
+    (square,) = post(client, ("film.dcm", images["dcm"].read_bytes()), cam=True).json()["predictions"]
+    assert square["cam"]["cropped"] is False  # 96 x 96: all of it
     pictures = {k: Image.open(io.BytesIO(base64.b64decode(cam[k].split(",", 1)[1])))
                 for k in ("overlay", "film", "heatmap")}
     assert all(cam[k].startswith("data:image/png;base64,") for k in pictures)
@@ -235,3 +245,13 @@ def test_no_cors_unless_asked(predictor, client):
         assert r.headers["access-control-allow-origin"] == "https://viewer.example"
         other = c.get("/v1/health", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_card_html_renders_tables_and_escapes_html():
+    from pepx.serving.card import card_html
+
+    html = card_html("## Metrics\n\n| metric | value |\n| --- | --- |\n| accuracy | 0.9 |\n\n"
+                     "<script>alert(1)</script> [x](javascript:alert(1)) **bold**\n")
+    assert "<h2>Metrics</h2>" in html and "<table>" in html and "<td>accuracy</td>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html and 'href="javascript' not in html
+    assert "<strong>bold</strong>" in html

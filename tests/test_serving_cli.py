@@ -64,6 +64,9 @@ def test_export_writes_a_calibrated_bundle_with_card_and_exports(exported, capsy
                     "## Reference predictions"):
         assert heading in card, heading
     assert "Research use only" in card and bundle.sha256 in card
+    n_train = sum(cfg["training"]["split_counts"]["train"].values())  # the card says what it was trained on
+    assert f"It was trained on {n_train} synthetic films drawn by pepx (not radiographs)" in card
+    assert "few thousand" not in card
     # issue 15 item 5: the card leads with the adults-only table (by view) and its known failures, keeps the
     # history, and gives each class predicted among the adult test films its caveat
     order = ("## Intended use", "## Adults only", "### Adults by view", "## Known failure modes", "## Use it",
@@ -138,13 +141,17 @@ def test_predict_folder_good_and_bad_files_csv_and_cams(exported, tmp_path, caps
     table = pd.read_csv(tmp_path / "p.csv")
     rows = {str(Path(r["source"]).relative_to(tmp_path / "films")): r for r in table.to_dict("records")}
     assert set(rows) == set(expected)
+    names = load_bundle(folder).display  # one vocabulary: the bundle's class_display everywhere
+    key = {v: k for k, v in names.items()}
+    assert list(names.values()) == ["Normal", "Non-COVID", "COVID-19"]
     for name, what in expected.items():
         row = rows[name]
         if what == "ok":
-            assert row["status"] == "ok" and row["label"] in ("normal", "pneumonia", "COVID-19")
-            probs = [row["prob_normal"], row["prob_pneumonia"], row["prob_COVID-19"]]
+            assert row["status"] == "ok" and row["label"] in ("Normal", "Non-COVID", "COVID-19")
+            probs = [row["prob_Normal"], row["prob_Non-COVID"], row["prob_COVID-19"]]
             assert row[f"prob_{row['label']}"] == max(probs)
-            caveat = load_bundle(folder).config["caveats"].get(row["label"])  # the card's, for this class
+            assert set(str(row["flagged"]).split(";")) <= {*names.values(), "nan"}
+            caveat = load_bundle(folder).config["caveats"].get(key[row["label"]])  # the card's, for the class
             assert row["caveat"] == caveat if caveat else pd.isna(row["caveat"])
             stem = tmp_path / "cams" / name  # the input's own name, suffix included: a.png -> a.png.cam.png
             assert row["cam"] == str(stem) + ".cam.png"
@@ -158,18 +165,26 @@ def test_predict_folder_good_and_bad_files_csv_and_cams(exported, tmp_path, caps
     ok = [str(tmp_path / "films" / n) for n, w in expected.items() if w == "ok"]
     for p in Predictor.from_bundle(folder, device="cpu", gate=False).predict(ok):
         row = rows[str(Path(p.source).relative_to(tmp_path / "films"))]
-        assert [row[f"prob_{c}"] for c in p.probabilities] == pytest.approx(list(p.probabilities.values()),
-                                                                            abs=1e-7)
+        assert [row[f"prob_{names[c]}"] for c in p.probabilities] == pytest.approx(
+            list(p.probabilities.values()), abs=1e-7)
     # JSON output and the printed table
     assert main(["predict", str(tmp_path / "films" / "a.png"), "--model", str(folder), "--out",
                  str(tmp_path / "p.json"), "--no-gate"]) == 0
     assert json.loads((tmp_path / "p.json").read_text())[0]["status"] == "ok"
     assert main(["predict", str(tmp_path / "films" / "*.png"), "--model", str(folder), "--no-gate"]) == 0
     printed = capsys.readouterr().out
-    assert "| image | class |" in printed and "a.png" in printed and "not an image" in printed
+    # compact: file names (full paths stay in --out), display names, the legend of `flagged` when one is
+    head = next(line for line in printed.splitlines() if line.startswith("file "))
+    assert head.split()[:5] == ["file", "class", "Normal", "Non-COVID", "COVID-19"] and "|" not in printed
+    assert "\na.png " in printed and str(tmp_path / "films") not in printed and "not an image" in printed
+    assert "pneumonia" not in printed.replace("Non-COVID", "")
+    point = load_bundle(folder).config["operating_points"]["COVID-19"]
+    legend = (f"\nflagged: the class's probability reached its operating point (COVID-19 >= "
+              f"{point['threshold']:.3f}, chosen for {100 * point['target_sensitivity']:.0f} % sensitivity")
+    assert (legend in printed) == isinstance(rows["a.png"]["flagged"], str)  # printed when a row is flagged
     caveats = load_bundle(folder).config["caveats"]
-    for label in {r["label"] for r in rows.values() if r["status"] == "ok"} & set(caveats):
-        assert f"model card on {label} calls: {caveats[label]}" in printed
+    for label in {key[r["label"]] for r in rows.values() if r["status"] == "ok"} & set(caveats):
+        assert f"model card on {names[label]} calls: {caveats[label]}" in printed
 
 
 def test_predict_with_nothing_readable_exits_non_zero(exported, tmp_path, capsys):
@@ -185,7 +200,9 @@ def test_predict_straight_from_a_run_folder(exported, tmp_path, capsys):
     run, _ = exported
     good_and_bad_folder(tmp_path / "films")
     assert main(["predict", str(tmp_path / "films" / "a.png"), "--model", str(run)]) == 0
-    assert "not calibrated" in capsys.readouterr().out
+    first = capsys.readouterr().out.splitlines()[0]  # never "uncalibrated (calibrated probabilities ...)"
+    assert first.startswith(f"run {run.name} (probabilities not calibrated: a run folder")
+    assert "uncal" not in first
 
 
 def test_export_calibrates_on_other_data_but_refuses_the_training_patients(exported, tmp_path, capsys):

@@ -17,8 +17,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pepx import console
+from pepx import cli_help, console
 from pepx.checks import MAX_IMAGE_SIZE, MAX_WIDTH
+from pepx.cli_help import config_keys_epilog
 from pepx.console import NON_NEGATIVE, POSITIVE, CLIParser, float_range, int_range, log_to_stdout
 
 
@@ -27,8 +28,8 @@ def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="table of each model's parameters and GFLOPs")
     p.add_argument("--size", type=int_range(1, MAX_IMAGE_SIZE), nargs="+", default=[224],
                    help=f"input sizes (pixels, 1-{MAX_IMAGE_SIZE})")
-    p.add_argument("--in-chans", type=int_range(1, 16), default=1)
-    p.add_argument("--num-classes", type=int_range(1, 10_000), default=3)
+    p.add_argument("--in-chans", type=int_range(1, 16), default=1, help="input channels (default: 1, grey)")
+    p.add_argument("--num-classes", type=int_range(1, 10_000), default=3, help="output classes (default: 3)")
     p.add_argument("--width", type=float_range(0.0, True, MAX_WIDTH), default=1.0,
                    help=f"channel multiplier of every model (0-{MAX_WIDTH:g})")
     p.set_defaults(func=_cmd_models)
@@ -56,12 +57,12 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     pi.set_defaults(func=_cmd_data_inspect)
 
     ps = dsub.add_parser("split", help="balanced, patient-disjoint train/val/test split")
-    ps.add_argument("source")
-    ps.add_argument("--n-train", type=POSITIVE, default=1000)
-    ps.add_argument("--n-test", type=NON_NEGATIVE, default=100)
-    ps.add_argument("--n-val", type=NON_NEGATIVE, default=0)
-    ps.add_argument("--seed", type=NON_NEGATIVE, default=0)
-    ps.add_argument("--out", default="split.csv")
+    ps.add_argument("source", help="FORMAT:PATH, as for `pepx data inspect`")
+    ps.add_argument("--n-train", type=POSITIVE, default=1000, help="train images per class (default 1000)")
+    ps.add_argument("--n-test", type=NON_NEGATIVE, default=100, help="test images per class (default: 100)")
+    ps.add_argument("--n-val", type=NON_NEGATIVE, default=0, help="validation images per class (default: 0)")
+    ps.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the draw (default: 0)")
+    ps.add_argument("--out", default="split.csv", help="split CSV to write (default: split.csv)")
     ps.add_argument("--stratify-source", action="store_true", help="share each split's quota across sources")
     ps.set_defaults(func=_cmd_data_split)
 
@@ -92,7 +93,8 @@ def _cmd_data_split(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- train
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one model with one loss on a split")
+    p = sub.add_parser("train", help="train one model with one loss on a split",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=config_keys_epilog)
     p.add_argument("--config", help="YAML or TOML config file")
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", metavar="RUN", help="continue a killed run from its last checkpoint")
@@ -133,10 +135,12 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pepx.evaluation.headline import read_headline
     from pepx.training import evaluate_run
 
     out = evaluate_run(args.run, data=args.data, split=args.split, out=args.out, n_boot=args.n_boot,
                        epoch=args.weights)
+    print("\n".join(read_headline(out)))
     print(f"report: {out / 'report.md'}")
     return 0
 
@@ -151,7 +155,8 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
                    help="smoke (default), cpu, cpu-cv, cpu-cv2, paper, or a candidate recipe of "
                         "`pepx recipe` (all in pepx/experiments/profiles.py)")
     p.add_argument("--seeds", type=int_range(1, 1000), default=None, help="seeds (default: the profile's)")
-    p.add_argument("--out", default="runs/reproduce")
+    p.add_argument("--out", default="runs/reproduce", help="folder of the runs and report (default: "
+                   "runs/reproduce)")
     p.add_argument("--n-train", type=POSITIVE, default=None,
                    help="training images per class (default: the profile's; unused with --cv)")
     p.add_argument("--n-test", type=POSITIVE, default=None,
@@ -237,7 +242,7 @@ def _add_recipe_parser(sub: argparse._SubParsersAction) -> None:
                    help="override every candidate's epochs (pilots)")
     console.add_grid_arguments(p)
     p.add_argument("--n-boot", type=POSITIVE, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--out", default="runs/recipe")
+    p.add_argument("--out", default="runs/recipe", help="runs and scores (default: runs/recipe)")
     p.set_defaults(func=_cmd_recipe)
 
 
@@ -263,8 +268,10 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
                    "image")
     p.add_argument("--cam-class", help="class to explain (default: the predicted one)")
     p.add_argument("--cam-layer", help="Grad-CAM target layer (default: the last stage, e.g. layer4)")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--batch-size", type=int_range(1, 65_536), default=32)
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="torch (default), or onnx: the bundle's model.onnx on ONNX Runtime")
+    p.add_argument("--batch-size", type=int_range(1, 65_536), default=32,
+                   help="images per forward pass (default: 32)")
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--no-gate", action="store_true", help="turn the input gate off (a class for any image)")
     p.set_defaults(func=_cmd_predict)
@@ -274,12 +281,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from pepx.serving import files
     from pepx.training.layout import RunLayout
 
-    if args.model and RunLayout(args.model).config.is_file():  # a run folder (imports Lightning)
+    run_folder = bool(args.model and RunLayout(args.model).config.is_file())
+    if run_folder:  # imports Lightning
         from pepx.serving.build import predictor_from_run
 
         predictor = predictor_from_run(args.model, runtime=args.runtime, device=args.device)
-        print(f"{args.model} is a run folder: probabilities are not calibrated (`pepx export` makes a "
-              "bundle)")
     else:
         from pepx.serving import Predictor
 
@@ -291,7 +297,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for p in preds:
         if p.status != "ok":
             print(f"pepx predict: skipped {p.to_row()['source']}: {p.error}", file=sys.stderr)
-    print("\n".join(files.report(predictor, preds, args.out, args.cam, args.cam_class, args.cam_layer)))
+    print("\n".join(files.report(predictor, preds, args.out, args.cam, args.cam_class, args.cam_layer,
+                                  calibrated=not run_folder)))
     if not any(p.status == "ok" for p in preds):
         print(f"pepx predict: error: none of the {len(preds)} inputs could be read", file=sys.stderr)
         return 2
@@ -311,9 +318,9 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", nargs="*", metavar="CLASS=SENS", default=None,
                    help="operating points: validation sensitivity per class (default: COVID-19=0.95)")
     p.add_argument("--id", help="bundle id (default: MODEL-LOSS-RUNNAME)")
-    p.add_argument("--version", default="0.1.0")
+    p.add_argument("--version", default="0.1.0", help="the bundle's version (default: 0.1.0)")
     p.add_argument("--fp32", action="store_true", help="store every weight as fp32 (default: fp16 for large)")
-    p.add_argument("--n-boot", type=POSITIVE, default=2000)
+    p.add_argument("--n-boot", type=POSITIVE, default=2000, help="bootstrap resamples (default: 2000)")
     p.add_argument("--report", help="evaluation folder (default: RUN/bundle_report)")
     p.add_argument("--recipe", help="the command that trained the run, quoted in the model card")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out (never a run folder)")
@@ -464,8 +471,12 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = CLIParser(prog="pepx", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from pepx import __version__
+
+    parser = CLIParser(prog="pepx", description=cli_help.DESCRIPTION, epilog=cli_help.examples_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"pepx {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_models_parser, _add_data_parser, _add_train_parser, _add_evaluate_parser,
                 _add_reproduce_parser, _add_recipe_parser, _add_predict_parser, _add_export_parser,
                 _add_serve_parser, _add_gate_parser, _add_audit_parser):

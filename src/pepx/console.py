@@ -17,6 +17,12 @@ class CLIParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
+    def format_help(self) -> str:
+        """Help text; an `epilog` given as a function is built now (it may import slow modules)."""
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
+
 
 def int_range(minimum: int, maximum: int | None = None):
     """An argparse type: an integer >= `minimum` (and <= `maximum`)."""

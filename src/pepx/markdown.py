@@ -35,3 +35,11 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3, index: bool = False) ->
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(fmt(v, digits).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines)
+
+
+def text_table(frame: pd.DataFrame) -> str:
+    """``frame`` as left-aligned plain-text columns two spaces apart, a header line first (the terminal)."""
+    cells = [list(map(str, frame.columns))] + frame.astype(str).values.tolist()
+    widths = [max(len(row[i]) for row in cells) for i in range(len(frame.columns))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
+    return "\n".join(line.rstrip() for line in lines)

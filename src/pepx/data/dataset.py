@@ -85,7 +85,7 @@ class CXRDataset(Dataset):
         paths = [str(p) for p in self.frame["path"]]
         keys = self.cache.ensure(paths, self._build, workers=workers)
         self.pack_path = self.cache.pack(keys)
-        log.info(
+        log.debug(  # once per run, for all splits together: `CXRDataModule.setup`
             "CXRDataset: %d images at %d px ready in %.1f s (cache %s)",
             len(paths),
             self.image_size,

@@ -57,8 +57,9 @@ class Inspection:
             lines.append(f"\n{len(odd)} file names are not valid UTF-8 (kept; shown with \\x escapes):")
             lines += [f"  - {name}" for name in odd]
         if self.decoded:
-            lines.append(f"\ndecode check of {self.decoded} images: {ok} decodable, "
-                         f"{undecodable} undecodable (listed below; they would fail training)")
+            where = " (listed under problems below; they would fail training)" if undecodable else ""
+            lines.append(f"\ndecode check of {self.decoded} images: {ok} decodable, {undecodable} undecodable"
+                         f"{where}")
         if self.problems:
             lines.append(f"\nproblems ({len(self.problems)}):")
             kinds = pd.Series([p.reason.split(":")[0] for p in self.problems]).value_counts()

@@ -17,9 +17,8 @@ import pandas as pd
 from pepx.evaluation.metrics import mean_predictions
 from pepx.evaluation.report import fmt_ci
 from pepx.evaluation.stats import ALPHA, pairwise_tests
-from pepx.experiments.figures import MODEL_NAMES
 from pepx.experiments.paper import paper_value
-from pepx.experiments.tables import LOSS_NAMES
+from pepx.experiments.tables import LOSS_NAMES, MODEL_NAMES
 from pepx.markdown import markdown_table
 
 HEADLINE = ("pepx_resnet", "focal")

@@ -20,12 +20,11 @@ from matplotlib.ticker import MaxNLocator
 
 from pepx import CLASS_DISPLAY, CLASSES
 from pepx.evaluation.plots import save
-from pepx.experiments.tables import LOSS_NAMES
+from pepx.experiments.tables import LOSS_NAMES, MODEL_NAMES
 
 Cells = Mapping[tuple[str, str], Sequence[pd.DataFrame]]
 MODEL_COLORS = {"pepx_resnet": "C3", "resnet18": "C0", "covidnet": "C2"}
 LOSS_STYLES = {"ce": "--", "focal": "-"}
-MODEL_NAMES = {"pepx_resnet": "PEPX-ResNet", "resnet18": "ResNet18", "covidnet": "COVID-Net"}
 RESIDUAL = re.compile(r"^(?P<block>.+)\.(?P<scalar>[ABC])$")
 
 
@@ -120,6 +119,9 @@ def residual_figure(cells: Cells, path: str | Path, unit: str = "seeds") -> Path
                 epochs, values = _stack(frames, col)
                 ax.plot(epochs, values.mean(axis=0), LOSS_STYLES.get(loss, ":"), color=f"C{i % 10}",
                         label=f"{col[:-2]} ({LOSS_NAMES.get(loss, loss)})")
+                if len(frames) > 1:  # the min-max band the title promises
+                    ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=f"C{i % 10}",
+                                    alpha=0.15, lw=0)
         ax.set_title(f"{scalar} per block")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -31,7 +31,9 @@ from pepx.experiments.reproduce import (
     breakdown_section,
     figures_section,
     headline,
+    is_synthetic,
     shortcut_warning,
+    smoke_note,
     tables_section,
 )
 from pepx.experiments.tables import cell_summary, write_tables
@@ -129,9 +131,9 @@ def write_cv_report(prof: Profile, out: Path, folded: pd.DataFrame, folders: dic
     head_eval = evaluate_predictions(mean_predictions(preds[head]), out / "headline", n_boot=prof.n_boot,
                                      title=f"{cell_label(head)} (pooled out-of-fold, seed ensemble)")
     lines = [f"# pepx reproduce --cv {k} — profile `{prof.name}`"
-             f"{' (inner validation)' if inner_val else ''}", "",
+             f"{' (inner validation)' if inner_val else ''}", "", *smoke_note(prof.data, prof.image_size),
              _setup(prof, folded, folds, k, pseudo_test, inner_val, preds[head][0]), "",
-             headline(summary, ensemble, head), ""]
+             headline(summary, ensemble, head, head_eval, comparable=not is_synthetic(prof.data)), ""]
     lines += adults_section(head, head_eval)
     tested = _tested_rows(folded, folds)
     confounds = confound_report(tested)

@@ -38,7 +38,7 @@ from pepx.experiments.grid import (
 from pepx.experiments.paper import paper_value
 from pepx.experiments.profiles import Profile, get_profile
 from pepx.experiments.report_parts import duration, provenance, split_markdown, statistics_notes, versions
-from pepx.experiments.tables import cell_summary, write_tables
+from pepx.experiments.tables import cell_summary, paper_terms_note, write_tables
 from pepx.fileio import write_csv, write_text
 
 __all__ = ["collect", "comparison_pairs", "reproduce"]
@@ -90,7 +90,7 @@ def reproduce(data: str | None = None, profile: str | Profile = "smoke", seeds: 
                                      title=f"{cell_label(head)} (seed ensemble)")
     timings = read_timings(out)
     total = time.perf_counter() - start
-    lines = _report_head(prof, preds, summary, ensemble, head, train_seconds, total)
+    lines = _report_head(prof, preds, summary, ensemble, head, head_eval, train_seconds, total)
     lines += adults_section(head, head_eval)
     lines += shortcut_warning(confounds.warnings)
     lines += tables_section(tables, "mean ± sd over seeds [95 % CI], final epoch, test split")
@@ -117,28 +117,56 @@ def resolve_profile(profile: str | Profile, **overrides) -> Profile:
 
 
 def _report_head(prof: Profile, preds: Frames, summary: pd.DataFrame, ensemble: pd.DataFrame, head: Cell,
-                 train_seconds: float, total: float) -> list[str]:
+                 head_eval: dict, train_seconds: float, total: float) -> list[str]:
     n_seeds = min(len(f) for f in preds.values())
+    synthetic = is_synthetic(prof.data)
+    title = f"# pepx reproduce — profile `{prof.name}`" + (": a synthetic smoke test" if synthetic else "")
     return [
-        f"# pepx reproduce — profile `{prof.name}`", "",
+        title, "", *smoke_note(prof.data, prof.image_size),
         f"Data `{prof.data}`; {prof.n_train} train / {prof.n_test} test images per class, one balanced "
         f"patient-disjoint split for every run; {prof.image_size} px, width {prof.width}, "
         f"{prof.epochs} epochs; {n_seeds} seed(s). Wall time {duration(total)} "
         f"({duration(train_seconds)} of it training in this call).", "",
-        headline(summary, ensemble, head), "",
+        headline(summary, ensemble, head, head_eval, comparable=not synthetic), "",
     ]
 
 
-def headline(summary: pd.DataFrame, ensemble: pd.DataFrame, head: Cell) -> str:
-    """The headline paragraph: the headline cell's accuracy, how many comparisons are significant, and what
-    the tests can and cannot tell about it against the other networks."""
-    acc = summary[summary["metric"] == "accuracy"].set_index(["model", "loss"]).loc[head]
+def is_synthetic(data: str) -> bool:
+    """Whether a data SOURCE is pepx's generated films (`synthetic`, `synthetic:...`)."""
+    return data.split(":", 1)[0] == "synthetic"
+
+
+def smoke_note(data: str, image_size: int) -> list[str]:
+    """The report's first paragraph when its data are pepx's synthetic films (none otherwise)."""
+    if not is_synthetic(data):
+        return []
+    return [f"> **A synthetic smoke test, not comparable with the paper.** These {image_size}-px films are "
+            "drawn by pepx itself (`pepx.data.synthetic`: simulated lungs, ribs and lesions, no patient),"
+            " so the numbers below only show that training, evaluation and this report run end to end. The "
+            "paper's numbers beside them come from real chest X-rays: no conclusion about the networks, the "
+            "losses or the paper can be drawn from the comparison. `pepx reproduce --profile cpu` runs the "
+            "grid on real films.", ""]
+
+
+def headline(summary: pd.DataFrame, ensemble: pd.DataFrame, head: Cell, head_eval: dict,
+             comparable: bool = True) -> str:
+    """The headline paragraph: one number - the headline cell's seed-ensemble accuracy, as in
+    `headline/report.md` - with its definition, the mean over seeds it differs from, how many comparisons
+    are significant, and what the tests can and cannot tell about it against the other networks."""
+    seeds = summary[summary["metric"] == "accuracy"].set_index(["model", "loss"]).loc[head]
+    acc = head_eval["metrics"].set_index("metric").loc["accuracy"]
     significant = ensemble[ensemble["verdict"] != "no significant difference"]
     found = ("; ".join(f"{r.a} > {r.b}" if r.diff > 0 else f"{r.b} > {r.a}" for r in significant.itertuples())
              if len(significant) else "no network or loss is shown to differ from another")
-    text = (f"**Headline.** {cell_label(head)}: accuracy {fmt_ci(acc['mean'], acc['low'], acc['high'])} "
-            f"(paper: {paper_value(1, head[0])}). {len(significant)} of {len(ensemble)} paired comparisons "
-            f"are significant after Holm (α = {ALPHA}): {found}.")
+    paper = (f"paper, on its own data: {paper_value(1, head[0])}" if comparable else
+             "the paper's number is not comparable with synthetic films")
+    text = (f"**Headline: accuracy {fmt_ci(acc['value'], acc['low'], acc['high'])}** ({cell_label(head)}; "
+            f"{paper}). Definition: the share of the {head_eval['n_images']} test images whose most probable "
+            f"class, averaging the {int(seeds['n_seeds'])} seeds' probabilities per image (a seed ensemble), "
+            "is their label; 95 % patient-bootstrap interval; details in [headline/report.md]"
+            f"(headline/report.md). Table 1 gives instead the mean of the seeds' own accuracies, "
+            f"{fmt_ci(seeds['mean'], seeds['low'], seeds['high'])}. {len(significant)} of {len(ensemble)} "
+            f"paired comparisons are significant after Holm (α = {ALPHA}): {found}.")
     sentences = headline_sentences(ensemble, head) if not ensemble.empty else []
     return text + ("".join(f" {s}" for s in sentences))
 
@@ -161,7 +189,8 @@ def tables_section(tables: dict[int, str], ours: str) -> list[str]:
              "its rows used; one run, no interval).", ""]
     for k in sorted(tables):
         lines += [tables[k], ""]
-    return lines + ["CSV: `table1.csv` … `table4.csv`, all metrics in `summary.csv`.", ""]
+    return lines + ["CSV: `table1.csv` … `table4.csv`, all metrics in `summary.csv`.", "",
+                    f"<sub>{paper_terms_note()}</sub>", ""]
 
 
 def figures_section(has_abc: bool) -> list[str]:

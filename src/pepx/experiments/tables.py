@@ -21,7 +21,13 @@ from pepx.fileio import write_csv, write_text
 from pepx.markdown import DASH, fmt, markdown_table
 
 LOSS_NAMES = {"ce": "softmax CE", "focal": "focal"}
-NETWORK_NAMES = {v: k for k, v in PAPER_ROWS.items()}  # resnet18 -> Resnet18, pepx_resnet -> This work
+#: Networks as the reports name them (plain English; the paper's row names are in `paper_terms_note`).
+MODEL_NAMES = {"pepx_resnet": "PEPX-ResNet", "resnet18": "ResNet18", "covidnet": "COVID-Net"}
+#: Each table's title in plain English (the paper's own, typos included, stay in `pepx.experiments.paper`).
+TITLES: dict[int, str] = {1: "Table 1. Accuracy of each network.",
+                          2: "Table 2. Precision of each class.",
+                          3: "Table 3. Recall (sensitivity) of each class.",
+                          4: "Table 4. F1 score of each class."}
 
 
 def cell_summary(cells: Mapping[tuple[str, str], Sequence[pd.DataFrame]], n_boot: int = N_BOOT, seed: int = 0,
@@ -54,7 +60,7 @@ def table_frame(summary: pd.DataFrame, table: int) -> pd.DataFrame:
     rows = []
     for (model, loss), sub in summary.groupby(["model", "loss"], sort=False):
         by_metric = sub.set_index("metric")
-        row: dict[str, object] = {"network": NETWORK_NAMES.get(model, model), "model": model,
+        row: dict[str, object] = {"network": MODEL_NAMES.get(model, model), "model": model,
                                   "loss": loss, "n_seeds": int(sub["n_seeds"].iloc[0])}
         for display, metric, cls in columns:
             for stat in ("mean", "sd", "low", "high"):
@@ -66,7 +72,7 @@ def table_frame(summary: pd.DataFrame, table: int) -> pd.DataFrame:
 
 def table_markdown(frame: pd.DataFrame, table: int) -> str:
     """The table laid out as the paper's, each value as ``mean ± sd [95 % CI]`` beside the paper's number."""
-    title = TABLES[table][0]
+    title = TITLES[table]
     displays = [c[: -len("_mean")] for c in frame.columns if c.endswith("_mean")]
     loss = frame["loss"].map(lambda x: LOSS_NAMES.get(x, x))
     out = pd.DataFrame({"network": frame["network"], "loss": loss})
@@ -75,6 +81,16 @@ def table_markdown(frame: pd.DataFrame, table: int) -> str:
         out[f"{d} (ours)"] = [_cell_text(*v) for v in stats]
         out[f"{d} (paper)"] = [DASH if v is None or pd.isna(v) else f"{v:g}" for v in frame[f"{d}_paper"]]
     return f"**{title}**\n\n" + markdown_table(out)
+
+
+def paper_terms_note() -> str:
+    """The footnote naming the paper's own terms for what the tables call in plain English."""
+    rows = {MODEL_NAMES[model]: row for row, model in PAPER_ROWS.items() if row != MODEL_NAMES[model]}
+    titles = "; ".join(f"{TITLES[k].split('.')[0]}: \"{TABLES[k][0].split('. ', 1)[1].rstrip('.')}\""
+                       for k in sorted(TABLES))
+    names = ", ".join(f"{ours} is its \"{theirs}\"" for ours, theirs in rows.items())
+    return (f"The paper's own words, as printed: {titles}. Its rows: {names}. Its numbers are fractions "
+            "although its headers say \"(%)\".")
 
 
 def write_tables(summary: pd.DataFrame, out: str | Path) -> dict[int, str]:

@@ -45,6 +45,7 @@ from pepx.data.io import MAX_PIXELS
 from pepx.errors import ConfigError
 from pepx.serving.auth import TokenGate
 from pepx.serving.batching import MAX_WAIT_MS, BatcherDown, DynamicBatcher, QueueFullError
+from pepx.serving.card import card_html
 from pepx.serving.gate.dicom import read_tags
 from pepx.serving.gate.gate import GATE_OFF, GateResult
 from pepx.serving.gradcam import Explanation, overlay
@@ -112,6 +113,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
                              max_queue=s.max_queue)
     pool: dict[str, ThreadPoolExecutor] = {}
     bundle = predictor.bundle
+    card = card_html(bundle.card) if bundle.card else ""
     started = time.time()
 
     @asynccontextmanager
@@ -150,12 +152,12 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     @v1.get("/model", summary="The model card (Markdown) and config.json")
     async def model() -> dict[str, Any]:
         return {**_model_id(predictor), "classes": list(bundle.classes),
-                "class_display": list(bundle.config.get("class_display") or bundle.classes),
+                "class_display": list(bundle.display.values()),
                 "image_size": bundle.image_size, "runtime": predictor.runtime, "notice": NOTICE,
                 "gate": predictor.gate_status,
                 "limits": {"max_upload_mb": s.max_upload_mb, "max_files": s.max_files,
                            "accepted": ["image/png", "image/jpeg", "application/dicom"]},
-                "card": bundle.card, "config": bundle.config}
+                "card": bundle.card, "card_html": card, "config": bundle.config}
 
     @v1.post("/predict", summary="Classify one or more chest X-rays",
              responses={200: {"model": PredictResponse, "description": "one entry per file; the input gate's "
@@ -227,6 +229,10 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
+
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:  # Swagger UI from the swagger-ui-bundle package, not a CDN: offline
         return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="pepx API",
@@ -281,8 +287,7 @@ def _prediction_json(predictor: Predictor, filename: str, probs: np.ndarray,
     """`schema.PredictionOut`'s fields (less media type and timing), from Predictor's own label,
     operating-point flags and gate handling."""
     pred = predictor._prediction(filename, probs, gate)
-    display = dict(zip(predictor.classes, predictor.bundle.config.get("class_display") or predictor.classes,
-                       strict=True))
+    display = predictor.bundle.display
     row = pred.to_row()
     return {"filename": filename, "status": "ok", "label": pred.label,
             "label_display": display.get(pred.label) if pred.label else None,
@@ -302,7 +307,9 @@ def _cam_pictures(predictor: Predictor, image: np.ndarray, class_index: int, siz
                   .clip(0, 1) for a in (exp.image, exp.map))
     rgba = colormaps["jet"](heat)
     rgba[..., 3] = heat
-    return {"class": exp.class_name, "class_index": exp.class_index, "layer": exp.layer,
+    return {"class": exp.class_name, "class_display": predictor.bundle.display.get(exp.class_name),
+            "class_index": exp.class_index, "layer": exp.layer,
+            "cropped": exp.seen is not None and exp.seen != (0, 0, h, w),
             "overlay": _png_url(overlay(film, heat, alpha=0.5)),
             "film": _png_url(Image.fromarray((film * 255 + 0.5).astype(np.uint8), mode="L")),
             "heatmap": _png_url(Image.fromarray((rgba * 255 + 0.5).astype(np.uint8), mode="RGBA"))}

@@ -94,6 +94,13 @@ class Bundle:
         return tuple(self.config["classes"])
 
     @property
+    def display(self) -> dict[str, str]:
+        """Each class key -> its name as people read it (`class_display`; the key where there is none): the
+        one vocabulary of every output (table, CSV / JSON, page, captions)."""
+        names = self.config.get("class_display") or self.classes
+        return dict(zip(self.classes, names, strict=True))
+
+    @property
     def image_size(self) -> int:
         return int(self.config["input"]["image_size"])
 

@@ -14,13 +14,28 @@ from pepx.evaluation.report import breakdown_markdown, class_label, fmt_ci, metr
 from pepx.markdown import markdown_table
 from pepx.serving.bundle import SHIPPED
 
-INTENDED_USE = (
-    "**Research use only.** This model is not a medical device and must not be used to diagnose, triage or "
-    "treat anyone. It was trained on a few thousand public images whose labels, sources and ages are "
-    "entangled (see *Known failure modes*); its numbers describe that data, not a clinical population. Use "
-    "it to study methods, to reproduce the paper's experiment, or as a starting point that you re-train and "
-    "re-validate on your own data."
-)
+
+def intended_use(n_train: int, data: str) -> str:
+    """The card's *Intended use* paragraph, saying what the model was trained on (`n_train` images of the
+    data SOURCE `data`)."""
+    if data.split(":", 1)[0] == "synthetic":
+        trained = (f"It was trained on {n_train:,} synthetic films drawn by pepx (not radiographs): it has "
+                   "never seen a real chest X-ray")
+    else:
+        trained = (f"It was trained on {n_train:,} public images whose labels, sources and ages are "
+                   "entangled (see *Known failure modes*)")
+    return ("**Research use only.** This model is not a medical device and must not be used to diagnose, "
+            f"triage or treat anyone. {trained}; its numbers describe that data, not a clinical population. "
+            "Use it to study methods, to reproduce the paper's experiment, or as a starting point that you "
+            "re-train and re-validate on your own data.")
+
+
+def card_html(card: str) -> str:
+    """The card (Markdown) as an HTML fragment for the page: CommonMark with tables (markdown-it-py). Raw HTML
+    in the card is escaped, not passed through, and links other than http(s) / relative are dropped."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).render(card)
 
 
 def _ci_row(table: pd.DataFrame, metric: str) -> str:
@@ -43,7 +58,7 @@ def model_card(s: dict[str, Any]) -> str:
         "step). "
         f"Weights: `model.safetensors`, {w['bytes'] / 1e6:.1f} MB ({' + '.join(w['dtypes'])}), sha256 "
         f"`{w['sha256']}`.", "",
-        "## Intended use", "", INTENDED_USE, "",
+        "## Intended use", "", intended_use(_n_train(s["split_counts"]), cfg["data"]), "",
         *_adults(ev), *_failure_modes(s),
         "## Use it", "", *_usage(bundle["id"], s["bundle_dir"]),
         "## Training", "",
@@ -182,4 +197,10 @@ def _checks(s: dict[str, Any]) -> list[str]:
             markdown_table(pd.DataFrame(rows)), ""]
 
 
-__all__ = ["CLASSES", "INTENDED_USE", "model_card"]
+def _n_train(counts: pd.DataFrame) -> int:
+    """Training images of a `split, <class>...` count frame."""
+    rows = counts[counts["split"] == "train"]
+    return int(rows.drop(columns="split").to_numpy().sum())
+
+
+__all__ = ["CLASSES", "intended_use", "model_card"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,8 @@ from pepx.data.errors import DataError
 from pepx.data.io import IMAGE_SUFFIXES, is_dicom, read_image
 from pepx.errors import ConfigError
 from pepx.fileio import atomic_path, check_output_file, display_path, file_problem, walk_files, write_text
-from pepx.markdown import markdown_table
+from pepx.markdown import text_table
+from pepx.serving.cam_picture import cam_picture
 from pepx.serving.predictor import Prediction, Predictor
 
 GLOB_CHARS = set("*?[")
@@ -68,21 +69,25 @@ def _listed(path: Path) -> bool:
     return suffix in IMAGE_SUFFIXES or (suffix == "" and is_dicom(path))
 
 
-def predictions_table(preds: Sequence[Prediction], classes: Sequence[str] = ()) -> pd.DataFrame:
-    """One row per prediction (`Prediction.to_row`); with `classes`, every `prob_<class>` column is there
-    even when no row has probabilities (all unreadable or rejected)."""
-    table = pd.DataFrame([p.to_row() for p in preds])
+def predictions_table(preds: Sequence[Prediction], classes: Sequence[str] = (),
+                      names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per prediction (`Prediction.to_row`, classes renamed by `names`: `Bundle.display`); with
+    `classes`, every `prob_<class>` column is there even when no row has probabilities (all unreadable or
+    rejected)."""
+    table = pd.DataFrame([p.to_row(names) for p in preds])
     if classes:
-        head = ["source", "status", "label", *(f"prob_{c}" for c in classes)]
+        head = ["source", "status", "label", *(f"prob_{(names or {}).get(c, c)}" for c in classes)]
         table = table.reindex(columns=head + [c for c in table.columns if c not in head])
     return table
 
 
 def write_predictions(preds: Sequence[Prediction], out: str | Path,
-                      extra: dict[str, list] | None = None, classes: Sequence[str] = ()) -> Path:
-    """All rows into `out`, atomically: `.csv` (one row per input) or `.json` (a list of row objects)."""
+                      extra: dict[str, list] | None = None, classes: Sequence[str] = (),
+                      names: Mapping[str, str] | None = None) -> Path:
+    """All rows into `out`, atomically: `.csv` (one row per input) or `.json` (a list of row objects); class
+    names as `names` gives them (`Bundle.display`)."""
     out = check_out_file(out)
-    table = predictions_table(preds, classes)
+    table = predictions_table(preds, classes, names)
     for name, values in (extra or {}).items():
         table[name] = values
     if out.suffix.lower() == ".json":
@@ -93,28 +98,49 @@ def write_predictions(preds: Sequence[Prediction], out: str | Path,
     return out
 
 
-def print_table(preds: Sequence[Prediction]) -> str:
-    """A short Markdown table for the terminal: source, label, probabilities (3 decimals), the gate's verdict
-    (when it is on), flagged / error / the gate's reason."""
+def print_table(preds: Sequence[Prediction], names: Mapping[str, str] | None = None) -> str:
+    """A compact table for the terminal: file name (the path where two share a name), class, probabilities
+    (3 decimals), flagged, the gate's verdict (when it is on), and a note (error, the gate's reason); classes
+    as `names` gives them (`Bundle.display`). `--out` keeps full paths."""
+    name = (lambda c: names.get(c, c)) if names else (lambda c: c)
+    short = [display_path(Path(p.source).name) for p in preds]
+    shown = [s if short.count(s) == 1 else display_path(p.source) for s, p in zip(short, preds, strict=True)]
     gated = any(p.gate.outcome != "off" for p in preds)
     rows = []
-    for p in preds:
-        row = {"image": display_path(p.source), "class": p.label or "-"}
-        row.update({c: f"{v:.3f}" for c, v in p.probabilities.items()} if p.status == "ok" else {})
+    for file, p in zip(shown, preds, strict=True):
+        row = {"file": file, "class": name(p.label) if p.label else "-"}
+        row.update({name(c): f"{v:.3f}" for c, v in p.probabilities.items()} if p.status == "ok" else {})
+        row["flagged"] = ", ".join(map(name, p.flagged))
         if gated:
             row["gate"] = p.gate.outcome if p.status == "ok" else ""
-        notes = [("flagged: " + ", ".join(p.flagged)) if p.flagged else (p.error or "")]
+        notes = [p.error or ""]
         if p.gate.outcome in ("rejected", "unfamiliar"):
             notes.append(p.gate.reason or "")
         row["note"] = "; ".join(n for n in notes if n)
         rows.append(row)
-    return markdown_table(pd.DataFrame(rows).fillna(""))
+    frame = pd.DataFrame(rows).fillna("")
+    frame = frame[[c for c in frame.columns if c in ("file", "class") or frame[c].astype(bool).any()]]
+    return text_table(frame)
 
 
-def caveat_lines(preds: Sequence[Prediction]) -> list[str]:
+def flag_legend(predictor: Predictor) -> str | None:
+    """One line saying what `flagged` means for this bundle (None when it has no operating point)."""
+    points = predictor.bundle.config.get("operating_points") or {}
+    if not points:
+        return None
+    names = predictor.bundle.display
+    each = "; ".join(f"{names.get(c, c)} >= {p['threshold']:.3f}" + (
+        f", chosen for {100 * p['target_sensitivity']:.0f} % sensitivity on validation films"
+        if isinstance(p.get("target_sensitivity"), (int, float)) else "") for c, p in points.items())
+    return (f"flagged: the class's probability reached its operating point ({each}), whether or not it is "
+            "the most probable class")
+
+
+def caveat_lines(preds: Sequence[Prediction], names: Mapping[str, str] | None = None) -> list[str]:
     """Below the terminal table: the card's caveat of each class predicted, once."""
     by_label = {p.label: p.caveat for p in preds if p.caveat}
-    return [f"model card on {label} calls: {text}" for label, text in by_label.items()]
+    names = names or {}
+    return [f"model card on {names.get(label, label)} calls: {text}" for label, text in by_label.items()]
 
 
 # ---------------------------------------------------------------------- checks before anything is read
@@ -222,7 +248,8 @@ def write_cams(predictor: Predictor, preds: Sequence[Prediction], folder: str | 
             continue
         png, npy = folder / (str(names[p.source]) + CAM_PNG), folder / (str(names[p.source]) + CAM_NPY)
         with atomic_path(png) as tmp:
-            explanation.overlay(alpha=alpha).save(tmp, format="PNG", pnginfo=info)
+            label = predictor.bundle.display.get(explanation.class_name, explanation.class_name)
+            cam_picture(explanation, label, alpha=alpha).save(tmp, format="PNG", pnginfo=info)
         buffer = io.BytesIO()
         np.save(buffer, explanation.raw)
         with atomic_path(npy) as tmp:
@@ -237,19 +264,27 @@ __all__ = ["CAM_NPY", "CAM_PNG", "cam_names", "check_outputs", "collect_inputs",
 
 def report(predictor: Predictor, preds: Sequence[Prediction], out: str | Path | None = None,
            cam: str | Path | None = None, cam_class: str | None = None,
-           cam_layer: str | None = None) -> list[str]:
+           cam_layer: str | None = None, calibrated: bool = True) -> list[str]:
     """Write what `pepx predict` was asked for - every row to `out` (.csv / .json) or a table, and the
-    Grad-CAM files into `cam` - and return the lines to print."""
+    Grad-CAM files into `cam` - and return the lines to print (`calibrated=False`: a run folder's predictor,
+    whose probabilities are the network's softmax)."""
     n_ok = sum(p.status == "ok" for p in preds)
     if out:
         check_out_file(out)  # before any heat map is written
     cams = write_cams(predictor, preds, cam, cam_class, cam_layer) if cam else None
-    bundle = predictor.bundle
+    bundle, names = predictor.bundle, predictor.bundle.display
+    legend = flag_legend(predictor)
     if out:
-        written = write_predictions(preds, out, {"cam": cams} if cams else None, predictor.classes)
+        written = write_predictions(preds, out, {"cam": cams} if cams else None, predictor.classes, names)
         lines = [f"{bundle.id} {bundle.version}: wrote {len(preds)} rows to {display_path(written)} ({n_ok} "
                  f"predicted, {len(preds) - n_ok} unreadable)"]
     else:
-        lines = [f"{bundle.id} {bundle.version} (calibrated probabilities; input gate "
-                 f"{predictor.gate_status}; research use only)", print_table(preds), *caveat_lines(preds)]
+        what = ("calibrated probabilities" if calibrated else
+                "probabilities not calibrated: a run folder, `pepx export` makes a bundle")
+        title = f"{bundle.id} {bundle.version}" if calibrated else bundle.id
+        lines = [f"{title} ({what}; input gate {predictor.gate_status}; research use only)",
+                 print_table(preds, names),
+                 *caveat_lines(preds, names)]
+    if legend and any(p.flagged for p in preds):
+        lines.append(legend)
     return lines + ([f"Grad-CAM overlays and maps: {display_path(cam)}"] if cams else [])

@@ -166,7 +166,8 @@ class Explanation:
 
     `map`: float32 [H, W] in [0, 1] at the input image's size (0 outside the square the network saw);
     `raw`: the map over the network's input [S, S]; `class_index`, `class_name`; `image`: the radiograph
-    (float [H, W] in [0, 1]); `layer`: the target layer's name.
+    (float [H, W] in [0, 1]); `layer`: the target layer's name; `seen`: the region of the image the network
+    saw, ``(top, left, height, width)`` (`seen_box`; None: all of it).
     """
 
     map: np.ndarray
@@ -175,6 +176,7 @@ class Explanation:
     class_name: str
     image: np.ndarray
     layer: str
+    seen: tuple[int, int, int, int] | None = None
 
     def overlay(self, alpha: float = 0.5, size: int | None = None, cmap: str = "jet") -> Image.Image:
         """The radiograph (RGB) with the heat map blended in, `alpha` times the map's value per pixel (cold
@@ -198,10 +200,9 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, size: int |
     return picture
 
 
-def to_image_frame(raw: np.ndarray, shape: tuple[int, int], top_crop: float = 0.0,
-                   square: bool = True) -> np.ndarray:
-    """Map a [S, S] map over the network's input back onto the original image of `shape` (H, W): the inverse
-    of `pepx.data.transforms.crop_resize`'s geometry; pixels the network never saw are 0."""
+def seen_box(shape: tuple[int, int], top_crop: float = 0.0, square: bool = True) -> tuple[int, int, int, int]:
+    """The part of an image of `shape` (H, W) that the network sees, ``(top, left, height, width)``: the
+    geometry of `pepx.data.transforms.crop_resize` (the top `top_crop` rows cut, then a centred square)."""
     h, w = shape
     y0 = int(round(h * top_crop)) if top_crop > 0 else 0
     ch, cw = h - y0, w
@@ -210,6 +211,15 @@ def to_image_frame(raw: np.ndarray, shape: tuple[int, int], top_crop: float = 0.
         s = min(ch, cw)
         y0, x0 = y0 + (ch - s) // 2, (cw - s) // 2
         ch = cw = s
+    return y0, x0, ch, cw
+
+
+def to_image_frame(raw: np.ndarray, shape: tuple[int, int], top_crop: float = 0.0,
+                   square: bool = True) -> np.ndarray:
+    """Map a [S, S] map over the network's input back onto the original image of `shape` (H, W): the inverse
+    of `pepx.data.transforms.crop_resize`'s geometry; pixels the network never saw are 0."""
+    h, w = shape
+    y0, x0, ch, cw = seen_box(shape, top_crop, square)
     resized = Image.fromarray(raw.astype(np.float32), mode="F").resize((cw, ch), Image.BILINEAR)
     full = np.zeros((h, w), dtype=np.float32)
     full[y0 : y0 + ch, x0 : x0 + cw] = np.clip(np.asarray(resized), 0, 1)
@@ -217,4 +227,4 @@ def to_image_frame(raw: np.ndarray, shape: tuple[int, int], top_crop: float = 0.
 
 
 __all__ = ["Explanation", "check_layer", "default_layer", "grad_cam", "overlay", "randomization_check",
-           "reinitialized", "resolve_layer", "to_image_frame"]
+           "reinitialized", "resolve_layer", "seen_box", "to_image_frame"]

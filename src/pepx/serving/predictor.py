@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,14 @@ from pepx.serving.caveats import caveat_for
 from pepx.serving.export import onnx_session
 from pepx.serving.gate.dicom import read_tags
 from pepx.serving.gate.gate import GATE_OFF, Gate, GateResult
-from pepx.serving.gradcam import Explanation, check_layer, default_layer, grad_cam, to_image_frame
+from pepx.serving.gradcam import (
+    Explanation,
+    check_layer,
+    default_layer,
+    grad_cam,
+    seen_box,
+    to_image_frame,
+)
 
 RUNTIMES = ("torch", "onnx")
 #: `progress=None` shows a bar (stderr, terminals only) from this many inputs on.
@@ -61,13 +68,15 @@ class Prediction:
     gate: GateResult = GATE_OFF
     caveat: str | None = None  # the model card's sentence about this class (`pepx.serving.caveats`)
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self, names: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Flat dict for CSV / JSON: source, status, label, prob_<class>..., flagged, error, gate,
-        gate_score, gate_distance, gate_reason, caveat."""
+        gate_score, gate_distance, gate_reason, caveat. `names` (`Bundle.display`) renames the classes in
+        label, prob_ columns and flagged."""
+        name = (lambda c: names.get(c, c)) if names else (lambda c: c)
         row: dict[str, Any] = {"source": display_path(self.source), "status": self.status,
-                               "label": self.label}
-        row.update({f"prob_{c}": p for c, p in self.probabilities.items()})
-        row["flagged"] = ";".join(self.flagged)
+                               "label": None if self.label is None else name(self.label)}
+        row.update({f"prob_{name(c)}": p for c, p in self.probabilities.items()})
+        row["flagged"] = ";".join(map(name, self.flagged))
         row["error"] = self.error
         g = self.gate
         row.update(gate=g.outcome if self.status == "ok" else None, gate_score=g.score,
@@ -217,7 +226,8 @@ class Predictor:
             raw, index, _ = grad_cam(model, x.to(self.device), class_index, layer)
         s = self._settings
         full = to_image_frame(raw, image.shape, s.top_crop, s.square)
-        return Explanation(full, raw, index, self.classes[index], image, layer)
+        return Explanation(full, raw, index, self.classes[index], image, layer,
+                           seen=seen_box(image.shape, s.top_crop, s.square))
 
 
     def check_layer(self, layer: str, option: str = "layer") -> None:

@@ -77,6 +77,8 @@ class TrainConfig:
             for what the class does not explain (one head per class). domain_adversary_weight: the reversed
             gradient's final scale (ramped up from 0 as in Ganin et al., who end at 1.0; 0.5 here, not tuned:
             the focal loss's gradients are smaller than a cross-entropy's).
+        domain_column: the split column naming each image's domain, for ``balanced_sampling=source-class`` and
+            ``domain_adversary``.
         ema_decay: exponential moving average of the weights (None: off; e.g. 0.99); evaluation and the saved
             model use the average.
         seed, deterministic: the run's seed; deterministic algorithms (warn-only) and no cuDNN autotuning.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import lightning as L
@@ -14,6 +16,8 @@ from pepx.data.acquisition import Acquisition
 from pepx.errors import ConfigError
 from pepx.training.config import TrainConfig
 from pepx.training.sampler import EpochDataset, EpochSampler, ShardSampler
+
+log = logging.getLogger("pepx.training")
 
 
 def make_dataset(frame: pd.DataFrame, config: TrainConfig, augment: bool = False,
@@ -73,11 +77,17 @@ class CXRDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
+        start = time.perf_counter()
         adversarial = self.config.domain_adversary != "none"
         self.datasets["train"] = make_dataset(self.frames["train"], self.config, augment=True,
                                               domains=self.domains if adversarial else None)
         for name in self.eval_names:
             self.datasets[name] = make_dataset(self.frames[name], self.config)
+        if self._rank_world()[0] != 0:  # one line per run, not one per DDP process
+            return
+        counts = ", ".join(f"{len(d)} {name}" for name, d in self.datasets.items())
+        log.info("data: %s images at %d px ready in %.1f s (cache %s)", counts, self.config.image_size,
+                 time.perf_counter() - start, self.datasets["train"].cache.dir)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer

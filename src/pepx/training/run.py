@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -17,7 +16,7 @@ import pandas as pd
 import torch
 from filelock import FileLock, Timeout
 from lightning.fabric.utilities.rank_zero import _get_rank
-from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
@@ -36,6 +35,7 @@ from pepx.training.datamodule import CXRDataModule, domain_codes, loader_kwargs,
 from pepx.training.layout import RunLayout
 from pepx.training.module import NonFiniteLoss, TrainModule
 from pepx.training.preflight import check_config
+from pepx.training.progress import EpochBar, quiet_lightning
 from pepx.training.signals import GracefulStop
 
 #: Set by rank 0 before DDP launches workers, which re-run the same command line and need the same folder.
@@ -175,13 +175,11 @@ def _trainer(config: TrainConfig, layout: RunLayout, n_eval: int,
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # Lightning vs torch 2.13, harmless
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     progress = sys.stderr.isatty() if config.progress is None else config.progress
-    if not progress:
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     # EMA first: at the end of training it copies the average into the model, which `fit` then saves
     ema = [EMAWeightAveraging(decay=config.ema_decay)] if config.ema_decay else []
     cbs: list[L.Callback] = [*ema, RunWriter(layout), EpochCheckpoint(layout), *callbacks]
     if progress:
-        cbs.append(TQDMProgressBar(refresh_rate=1))
+        cbs.append(EpochBar())
     return L.Trainer(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
         strategy=config.strategy, precision=_precision(config, config.accelerator),  # type: ignore[arg-type]
@@ -242,7 +240,7 @@ def _train(config: TrainConfig, layout: RunLayout, split: pd.DataFrame, resume: 
     try:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        with GracefulStop(run_dir) as stop:
+        with GracefulStop(run_dir) as stop, quiet_lightning():
             L.seed_everything(config.seed, workers=True, verbose=False)
             data = CXRDataModule(config, split)
             module = TrainModule(build_model(config), create_loss(config.loss, **config.loss_kwargs), config,

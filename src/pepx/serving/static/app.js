@@ -42,7 +42,8 @@ async function loadModel() {
   $("model-line").textContent = `${m.id} ${m.version} · ${m.image_size} px · runtime ${m.runtime} · ` +
     `classes: ${m.class_display.join(", ")}`;
   $("model-line").dataset.modelId = m.id;
-  $("card-text").textContent = m.card || "(this bundle has no model card)";
+  if (m.card_html) $("card-text").innerHTML = m.card_html;  // rendered by the server, raw HTML escaped
+  else $("card-text").textContent = "(this bundle has no model card)";
   $("card-open").disabled = false;
   drainQueue();
 }
@@ -93,7 +94,9 @@ function showPrediction(node, p) {
   }
   node.querySelector(".label").textContent = p.label_display;
   if (p.flagged.length) {
-    node.querySelector(".flags").textContent = "· at or above the operating point for: " + p.flagged.join(", ");
+    const names = state.model ? Object.fromEntries(state.model.classes.map((c, i) => [c, state.model.class_display[i]])) : {};
+    node.querySelector(".flags").textContent = "· flagged: " + p.flagged.map((c) => names[c] || c).join(", ") +
+      " (its probability reached the class's operating point, whether or not it is the most probable class)";
   }
   if (p.caveat) {
     const caveat = node.querySelector(".caveat");
@@ -126,12 +129,13 @@ function showCam(node, cam) {
   figure.hidden = false;
   const film = figure.querySelector(".film-img");
   film.src = cam.film;
-  film.alt = "The uploaded radiograph with a Grad-CAM heat map for " + cam.class;
+  film.alt = "The uploaded radiograph with a Grad-CAM heat map for " + (cam.class_display || cam.class);
   const heat = figure.querySelector(".heat-img");
   heat.src = cam.heatmap;
   figure.querySelector(".cam-caption").textContent =
-    `Grad-CAM for “${cam.class}” at ${cam.layer}: where the network's evidence for that class lies, ` +
-    "warm = more. A heat map is not a finding and can point at shortcuts such as text or borders.";
+    `Grad-CAM for “${cam.class_display || cam.class}” at ${cam.layer}: where the network's evidence for that class lies, ` +
+    "warm = more. A heat map is not a finding and can point at shortcuts such as text or borders." +
+    (cam.cropped ? " The network saw a centred square of the film: the parts outside it have no colour." : "");
   const slider = figure.querySelector(".opacity");
   const output = figure.querySelector(".opacity-value");
   const apply = () => {
