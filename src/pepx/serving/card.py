@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+from markdown_it import MarkdownIt
 
 from pepx import CLASS_DISPLAY, CLASSES
 from pepx.evaluation.adults import adults_markdown
@@ -33,8 +34,6 @@ def intended_use(n_train: int, data: str) -> str:
 def card_html(card: str) -> str:
     """The card (Markdown) as an HTML fragment for the page: CommonMark with tables (markdown-it-py). Raw HTML
     in the card is escaped, not passed through, and links other than http(s) / relative are dropped."""
-    from markdown_it import MarkdownIt
-
     return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).render(card)
 
 
