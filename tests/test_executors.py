@@ -200,12 +200,27 @@ def test_lost_workers_are_retried_then_reported_and_errors_raised(tmp_path):
                  executor=Scripted({"a": [Outcome(error=ConfigError("bad config"))]}))
 
 
+def _kill_mid_run_and_resume(out: Path, executor, kill: Callable[[], None], killed: list[float],
+                             lost: str) -> None:
+    """A 3-epoch grid run whose worker `kill` kills once its first checkpoint exists: the grid reports it lost
+    (`lost` in the log), restarts it, and it resumes from that checkpoint."""
+    logs: list[str] = []
+    watcher = _when_checkpointed(out, kill)
+    reproduce_cv(_profile(SLOW_SYNTH, epochs=3, models=("resnet18",)), out, 3, folds=[0], executor=executor,
+                 log=logs.append)
+    watcher.join()
+    assert killed and math.isfinite(killed[0]), "no worker was found to kill"
+    assert any(f"worker lost ({lost}" in line for line in logs), logs
+    assert any("resuming" in line for line in logs), logs
+    _assert_resumed(out / "runs" / "resnet18-focal-seed0-fold0", killed[0], epochs=3)
+
+
 # ---------------------------------------------------------------------- local pool
 @pytest.mark.slow
 def test_local_worker_killed_mid_run_resumes(tmp_path):
     import multiprocessing
 
-    out, killed, logs = tmp_path / "g", [], []
+    killed: list[float] = []
 
     def kill_own_workers() -> None:  # only this process's pool workers (other work may run here too)
         children = multiprocessing.active_children()
@@ -213,14 +228,9 @@ def test_local_worker_killed_mid_run_resumes(tmp_path):
             child.kill()
         killed.append(time.time() if children else float("nan"))
 
-    watcher = _when_checkpointed(out, kill_own_workers)
     with make_executor("local", jobs=2) as executor:
-        reproduce_cv(_profile(SLOW_SYNTH, epochs=3, models=("resnet18",)), out, 3, folds=[0],
-                     executor=executor, log=logs.append)
-    watcher.join()
-    assert killed and math.isfinite(killed[0]), "no worker process was found to kill"
-    assert any("worker lost (its worker process died)" in line for line in logs), logs
-    _assert_resumed(out / "runs" / "resnet18-focal-seed0-fold0", killed[0], epochs=3)
+        _kill_mid_run_and_resume(tmp_path / "g", executor, kill_own_workers, killed,
+                                 "its worker process died")
 
 
 # ---------------------------------------------------------------------- Ray
@@ -259,15 +269,9 @@ def test_ray_grid_gives_the_local_report(ray_executor, local_grid, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
 def test_ray_worker_killed_mid_run_resumes(ray_executor, tmp_path):
-    out, killed, logs = tmp_path / "g", [], []
-    watcher = _when_checkpointed(out, _kill_worker("ray::pepx:", killed))
-    reproduce_cv(_profile(SLOW_SYNTH, epochs=3, models=("resnet18",)), out, 3, folds=[0],
-                 executor=ray_executor, log=logs.append)
-    watcher.join()
-    assert killed and math.isfinite(killed[0]), "no Ray worker was found to kill"
-    assert any("worker lost (WorkerCrashedError" in line for line in logs), logs
-    assert any("resuming" in line for line in logs)
-    _assert_resumed(out / "runs" / "resnet18-focal-seed0-fold0", killed[0], epochs=3)
+    killed: list[float] = []
+    _kill_mid_run_and_resume(tmp_path / "g", ray_executor, _kill_worker("ray::pepx:", killed), killed,
+                             "WorkerCrashedError")
 
 
 @pytest.mark.slow
@@ -306,15 +310,10 @@ def test_submitit_grid_gives_the_local_report(local_grid, tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
 def test_submitit_job_killed_mid_run_resumes(tmp_path):
     pytest.importorskip("submitit")
-    out, killed, logs = tmp_path / "g", [], []
-    watcher = _when_checkpointed(out, _kill_worker(f"submitit.core._submit {out / 'logs'}", killed))
+    out, killed = tmp_path / "g", []
     with make_executor("slurm", cluster="local") as executor:
-        reproduce_cv(_profile(SLOW_SYNTH, epochs=3, models=("resnet18",)), out, 3, folds=[0],
-                     executor=executor, log=logs.append)
-    watcher.join()
-    assert killed and math.isfinite(killed[0]), "no submitit job was found to kill"
-    assert any("worker lost (SLURM job" in line for line in logs), logs
-    _assert_resumed(out / "runs" / "resnet18-focal-seed0-fold0", killed[0], epochs=3)
+        _kill_mid_run_and_resume(out, executor, _kill_worker(f"submitit.core._submit {out / 'logs'}", killed),
+                                 killed, "SLURM job")
 
 
 @pytest.mark.slow
