@@ -24,6 +24,16 @@ from pepx.console import NON_NEGATIVE, POSITIVE, CLIParser, float_range, int_ran
 
 
 # --------------------------------------------------------------------------- models
+class RegisteredModels:
+    """The registered networks' names, for help text: read from the registry (which imports torch) only
+    when the help is printed, so that building the parser stays fast."""
+
+    def __str__(self) -> str:
+        from pepx.models import model_infos
+
+        return " ".join(info.name for info in model_infos())
+
+
 def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="table of each model's parameters and GFLOPs")
     p.add_argument("--size", type=int_range(1, MAX_IMAGE_SIZE), nargs="+", default=[224],
@@ -162,7 +172,8 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-test", type=POSITIVE, default=None,
                    help="test images per class (default: the profile's; unused with --cv)")
     p.add_argument("--epochs", type=int_range(1, 100000), default=None, help="epochs (default: profile)")
-    p.add_argument("--models", nargs="+", default=None, help="subset of pepx_resnet resnet18 covidnet")
+    models = p.add_argument("--models", nargs="+", default=None, help="subset of %(networks)s")
+    models.networks = RegisteredModels()  # type: ignore[attr-defined]
     p.add_argument("--losses", nargs="+", default=None, help="subset of ce focal")
     console.add_grid_arguments(p)
     cv = p.add_argument_group("cross-validation (--cv K) and what runs on its folds")

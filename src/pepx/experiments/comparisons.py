@@ -18,8 +18,9 @@ from pepx.evaluation.metrics import mean_predictions
 from pepx.evaluation.report import fmt_ci
 from pepx.evaluation.stats import ALPHA, pairwise_tests
 from pepx.experiments.paper import paper_value
-from pepx.experiments.tables import LOSS_NAMES, MODEL_NAMES
+from pepx.experiments.tables import LOSS_NAMES
 from pepx.markdown import markdown_table
+from pepx.models.registry import display_name, model_infos
 
 HEADLINE = ("pepx_resnet", "focal")
 Cell = tuple[str, str]
@@ -29,7 +30,7 @@ NO_DIFFERENCE = "no significant difference"
 
 def cell_label(cell: Cell) -> str:
     """``PEPX-ResNet + focal``."""
-    return f"{MODEL_NAMES.get(cell[0], cell[0])} + {LOSS_NAMES.get(cell[1], cell[1])}"
+    return f"{display_name(cell[0])} + {LOSS_NAMES.get(cell[1], cell[1])}"
 
 
 def comparison_pairs(cells: Sequence[Cell], headline: Cell = HEADLINE) -> list[tuple[Cell, Cell]]:
@@ -122,7 +123,7 @@ def headline_sentences(ensemble: pd.DataFrame, headline: Cell = HEADLINE) -> lis
     the same loss (and, without those, against every cell it was compared with)."""
     label = cell_label(headline)
     rows = ensemble[ensemble["a"] == label]
-    by_label = {cell_label((m, headline[1])): (m, headline[1]) for m in MODEL_NAMES}
+    by_label = {cell_label((i.name, headline[1])): (i.name, headline[1]) for i in model_infos()}
     same_loss = rows[rows["b"].isin(by_label)]
     rows = same_loss if len(same_loss) else rows
     return [what_the_test_tells(r, paper_gap(headline, by_label[r["b"]]) if r["b"] in by_label else None)

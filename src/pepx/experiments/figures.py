@@ -20,10 +20,10 @@ from matplotlib.ticker import MaxNLocator
 
 from pepx import CLASS_DISPLAY, CLASSES
 from pepx.evaluation.plots import save
-from pepx.experiments.tables import LOSS_NAMES, MODEL_NAMES
+from pepx.experiments.tables import LOSS_NAMES
+from pepx.models.registry import display_name, registered_info
 
 Cells = Mapping[tuple[str, str], Sequence[pd.DataFrame]]
-MODEL_COLORS = {"pepx_resnet": "C3", "resnet18": "C0", "covidnet": "C2"}
 LOSS_STYLES = {"ce": "--", "focal": "-"}
 RESIDUAL = re.compile(r"^(?P<block>.+)\.(?P<scalar>[ABC])$")
 
@@ -38,9 +38,10 @@ def _stack(frames: Sequence[pd.DataFrame], column: str) -> tuple[np.ndarray, np.
 def _curves(ax: Axes, cells: Cells, column: str, ylabel: str) -> None:
     for (model, loss), frames in cells.items():
         epochs, values = _stack(frames, column)
-        color, style = MODEL_COLORS.get(model), LOSS_STYLES.get(loss, ":")
+        info = registered_info(model)
+        color, style = info.color if info else None, LOSS_STYLES.get(loss, ":")
         ax.plot(epochs, values.mean(axis=0), style, color=color, marker="o", ms=3,
-                label=f"{MODEL_NAMES.get(model, model)} + {LOSS_NAMES.get(loss, loss)}")
+                label=f"{display_name(model)} + {LOSS_NAMES.get(loss, loss)}")
         if len(frames) > 1:
             ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=color, alpha=0.15, lw=0)
     ax.set_xlabel("epoch")

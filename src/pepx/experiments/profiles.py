@@ -23,8 +23,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pepx.errors import ConfigError
+from pepx.models.registry import model_infos
 
-MODELS: tuple[str, ...] = ("pepx_resnet", "resnet18", "covidnet")
+#: The grid's networks: every registered one, in `ModelInfo.order`.
+MODELS: tuple[str, ...] = tuple(i.name for i in model_infos())
 LOSSES: tuple[str, ...] = ("ce", "focal")
 REAL_DATA = "csv:../shared/data/cxr-real/metadata.csv"
 

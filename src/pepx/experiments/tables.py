@@ -19,10 +19,9 @@ from pepx.evaluation.metrics import compute_metrics
 from pepx.experiments.paper import PAPER_ROWS, TABLES, paper_value
 from pepx.fileio import write_csv, write_text
 from pepx.markdown import DASH, fmt, markdown_table
+from pepx.models.registry import display_name
 
 LOSS_NAMES = {"ce": "softmax CE", "focal": "focal"}
-#: Networks as the reports name them (plain English; the paper's row names are in `paper_terms_note`).
-MODEL_NAMES = {"pepx_resnet": "PEPX-ResNet", "resnet18": "ResNet18", "covidnet": "COVID-Net"}
 #: Each table's title in plain English (the paper's own, typos included, stay in `pepx.experiments.paper`).
 TITLES: dict[int, str] = {1: "Table 1. Accuracy of each network.",
                           2: "Table 2. Precision of each class.",
@@ -60,7 +59,7 @@ def table_frame(summary: pd.DataFrame, table: int) -> pd.DataFrame:
     rows = []
     for (model, loss), sub in summary.groupby(["model", "loss"], sort=False):
         by_metric = sub.set_index("metric")
-        row: dict[str, object] = {"network": MODEL_NAMES.get(model, model), "model": model,
+        row: dict[str, object] = {"network": display_name(model), "model": model,
                                   "loss": loss, "n_seeds": int(sub["n_seeds"].iloc[0])}
         for display, metric, cls in columns:
             for stat in ("mean", "sd", "low", "high"):
@@ -85,7 +84,7 @@ def table_markdown(frame: pd.DataFrame, table: int) -> str:
 
 def paper_terms_note() -> str:
     """The footnote naming the paper's own terms for what the tables call in plain English."""
-    rows = {MODEL_NAMES[model]: row for row, model in PAPER_ROWS.items() if row != MODEL_NAMES[model]}
+    rows = {display_name(model): row for row, model in PAPER_ROWS.items() if row != display_name(model)}
     titles = "; ".join(f"{TITLES[k].split('.')[0]}: \"{TABLES[k][0].split('. ', 1)[1].rstrip('.')}\""
                        for k in sorted(TABLES))
     names = ", ".join(f"{ours} is its \"{theirs}\"" for ours, theirs in rows.items())

@@ -10,12 +10,26 @@ from . import resnet as _resnet  # noqa: F401  (registers "resnet18")
 from .covidnet import COVIDNet
 from .pepx import PEPX
 from .pepx_resnet import PEPXResNet, PEPXResNetBlock, residual_scalars
-from .registry import create_model, list_models, load_pretrained, model_factory, register_model
+from .registry import (
+    ModelInfo,
+    create_model,
+    display_name,
+    info_of,
+    list_models,
+    load_pretrained,
+    model_factory,
+    model_info,
+    model_infos,
+    register_model,
+    registered_info,
+    unregister_model,
+)
 from .resnet import ResNet
 from .summary import count_flops, count_params, summary_rows
 
 __all__ = [
     "COVIDNet",
+    "ModelInfo",
     "PEPX",
     "PEPXResNet",
     "PEPXResNetBlock",
@@ -23,10 +37,16 @@ __all__ = [
     "count_flops",
     "count_params",
     "create_model",
+    "display_name",
+    "info_of",
     "list_models",
     "load_pretrained",
     "model_factory",
+    "model_info",
+    "model_infos",
     "register_model",
+    "registered_info",
     "residual_scalars",
     "summary_rows",
+    "unregister_model",
 ]

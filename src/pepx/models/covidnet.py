@@ -140,4 +140,5 @@ class COVIDNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-register_model(COVIDNet, name="covidnet")
+register_model(COVIDNet, name="covidnet", display="COVID-Net", color="C2", order=2,
+               stages=("stage1", "stage2", "stage3", "stage4"))

@@ -183,7 +183,8 @@ class PEPXResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-register_model(PEPXResNet, name="pepx_resnet")
+register_model(PEPXResNet, name="pepx_resnet", display="PEPX-ResNet", color="C3", order=0,
+               stages=("layer1", "layer2", "layer3", "layer4"))
 
 
 def residual_scalars(model: nn.Module) -> dict[str, float]:

@@ -1,4 +1,10 @@
-"""Model registry: ``@register_model`` on a factory, ``create_model(name, ...)``, ``list_models()``.
+"""Model registry: ``register_model`` on a factory with the network's facts, ``create_model(name, ...)``,
+``list_models()``, ``model_info(name)``.
+
+A network is one file plus its registration, which declares once what the rest of pepx knows about it
+(`ModelInfo`): the name reports and figures print, its curves' colour, its stages (the input gate reads
+them) and its Grad-CAM target layer (default: the last stage). Figures, tables, comparisons, the grid's
+model list, ``pepx models`` and Grad-CAM read them here.
 
 ``create_model(..., pretrained=PATH)`` loads a local ``.safetensors`` / ``.pth`` / ``.pt`` state dict. Each
 model class names its first conv and classifier in a ``pretrained_cfg`` dict (as timm does) so that one loader
@@ -8,7 +14,10 @@ classifier is left at its fresh init when its shape differs from the file's (``n
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,24 +27,107 @@ from torch import nn
 from pepx.checks import check_kwargs
 from pepx.errors import ConfigError
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+Factory = Callable[..., nn.Module]
 
 
-def register_model(fn: Callable[..., nn.Module], name: str | None = None) -> Callable[..., nn.Module]:
+@dataclass(frozen=True)
+class ModelInfo:
+    """What pepx knows about one registered network.
+
+    Args:
+        name: the registry name (``create_model(name)``, run folders, tables' ``model`` column).
+        factory: the class or function that builds it.
+        display: the name figures, tables and reports print (default: ``name``).
+        color: a matplotlib colour of its curves (None: the colour cycle's next).
+        stages: its stages' module names, first to last (the input gate pools their outputs).
+        cam_layer: the Grad-CAM target: a module name, or a callable taking the model and returning one
+            (None: the last stage).
+        order: its place in the grid, tables and figures (lower first; ties: the order registered).
+    """
+
+    name: str
+    factory: Factory
+    display: str
+    color: str | None = None
+    stages: tuple[str, ...] = ()
+    cam_layer: str | Callable[[nn.Module], str] | None = None
+    order: int = 100
+
+    @property
+    def model_class(self) -> type | None:
+        """The class the factory builds: the factory itself, or a function's return annotation."""
+        if isinstance(self.factory, type):
+            return self.factory
+        returned = typing.get_type_hints(self.factory).get("return")
+        return returned if isinstance(returned, type) else None
+
+    @property
+    def default_width(self) -> float:
+        """The factory's default ``width`` (channel multiplier)."""
+        return inspect.signature(self.factory).parameters["width"].default
+
+    def target_layer(self, model: nn.Module) -> str | None:
+        """The Grad-CAM target layer's name in ``model`` (None when neither it nor stages are declared)."""
+        layer = self.cam_layer if self.cam_layer is not None else (self.stages[-1] if self.stages else None)
+        return layer(model) if callable(layer) else layer
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(fn: Factory | None = None, name: str | None = None, *, display: str | None = None,
+                   color: str | None = None, stages: tuple[str, ...] = (),
+                   cam_layer: str | Callable[[nn.Module], str] | None = None, order: int = 100):
     """Register a factory or a model class, taking ``num_classes``, ``in_chans`` and ``width`` and naming
-    every other argument (no ``**kwargs``), under ``name`` (default: its ``__name__``); also a decorator."""
+    every other argument (no ``**kwargs``), under ``name`` (default: its ``__name__``) with its facts (see
+    `ModelInfo`). Also a decorator, bare or with arguments:
+    ``@register_model(name="tiny", display="Tiny")``."""
+    if fn is None:
+        return lambda f: register_model(f, name, display=display, color=color, stages=stages,
+                                        cam_layer=cam_layer, order=order)
     name = name or fn.__name__
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} registered twice")
-    _REGISTRY[name] = fn
+    _REGISTRY[name] = ModelInfo(name, fn, display or name, color, tuple(stages), cam_layer, order)
     return fn
 
 
-def model_factory(name: str) -> Callable[..., nn.Module]:
-    """The registered factory or class of ``name`` (its signature lists the model's arguments)."""
+def unregister_model(name: str) -> None:
+    """Remove ``name`` from the registry (tests that register a network of their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def model_info(name: str) -> ModelInfo:
+    """The facts of registered model ``name``; `ConfigError` for an unknown name."""
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose from {list_models()}")
     return _REGISTRY[name]
+
+
+def model_infos() -> tuple[ModelInfo, ...]:
+    """Every registered network's facts, by `ModelInfo.order` (the grid's, tables' and figures' order)."""
+    return tuple(sorted(_REGISTRY.values(), key=lambda i: i.order))
+
+
+def info_of(model: nn.Module) -> ModelInfo | None:
+    """The facts of the first registered network whose factory builds ``model``'s class (None: none)."""
+    return next((i for i in _REGISTRY.values() if i.model_class is type(model)), None)
+
+
+def registered_info(name: str) -> ModelInfo | None:
+    """The facts of model ``name``, or None when it is not registered (e.g. a removed network's old runs)."""
+    return _REGISTRY.get(name)
+
+
+def display_name(name: str) -> str:
+    """How reports name model ``name`` (a name not registered: itself)."""
+    info = _REGISTRY.get(name)
+    return info.display if info else name
+
+
+def model_factory(name: str) -> Factory:
+    """The registered factory or class of ``name`` (its signature lists the model's arguments)."""
+    return model_info(name).factory
 
 
 def list_models() -> list[str]:

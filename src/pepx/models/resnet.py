@@ -88,7 +88,7 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model
+@register_model(display="ResNet18", color="C0", order=1, stages=("layer1", "layer2", "layer3", "layer4"))
 def resnet18(*, num_classes: int = 3, in_chans: int = 1, width: float = 1.0) -> ResNet:
     """ResNet18: two BasicBlocks per stage, 11.7 M parameters at width 1 with 1000 classes."""
     return ResNet((2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans, width=width)

@@ -8,10 +8,11 @@ Written as ~40 lines of hooks rather than MONAI's `GradCAM`: MONAI's gives the s
 single-image `pepx predict` - and its wrapper keeps hooks on the module it is given. Here the hook lives only
 for the duration of one call.
 
-The default target layer is each network's last stage (`layer4` of PEPX-ResNet and ResNet18, `stage4` of
-COVID-Net); any module name works (`layer3` gives a finer map). `randomization_check` is the model-parameter
-randomisation test of Adebayo et al. (NeurIPS 2018): a map that barely changes when the weights are
-re-initialised shows the image's edges, not what the network learnt.
+The default target layer is the one the network's registration names (`pepx.models.registry.ModelInfo`:
+its last stage, `layer4` of PEPX-ResNet and ResNet18, `stage4` of COVID-Net); any module name works
+(`layer3` gives a finer map). `randomization_check` is the model-parameter randomisation test of Adebayo
+et al. (NeurIPS 2018): a map that barely changes when the weights are re-initialised shows the image's
+edges, not what the network learnt.
 """
 
 from __future__ import annotations
@@ -29,18 +30,17 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from pepx.errors import ConfigError
-
-#: Candidate last stages, in order of preference.
-DEFAULT_LAYERS = ("layer4", "stage4")
+from pepx.models.registry import info_of
 
 
 def default_layer(model: nn.Module) -> str:
-    """Name of `model`'s last stage (the default Grad-CAM target)."""
-    names = dict(model.named_modules())
-    for name in DEFAULT_LAYERS:
-        if name in names:
-            return name
-    raise ConfigError(f"{type(model).__name__} has none of {DEFAULT_LAYERS}: pass the target layer by name")
+    """The Grad-CAM target layer `model`'s registration names (by default its last stage)."""
+    info = info_of(model)
+    layer = info.target_layer(model) if info else None
+    if layer is None:
+        raise ConfigError(f"{type(model).__name__} registers no Grad-CAM layer: pass the target layer by "
+                          "name")
+    return layer
 
 
 def resolve_layer(model: nn.Module, name: str | None) -> nn.Module:

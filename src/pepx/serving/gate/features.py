@@ -15,20 +15,16 @@ import torch
 from torch import nn
 
 from pepx.errors import ConfigError
+from pepx.models.registry import info_of
 from pepx.serving.gradcam import resolve_layer
-
-#: Stage names of pepx's networks (PEPX-ResNet and ResNet18: layer1-4; COVID-Net: stage1-4).
-STAGE_NAMES = (("layer1", "layer2", "layer3", "layer4"), ("stage1", "stage2", "stage3", "stage4"))
 
 
 def stage_names(model: nn.Module) -> tuple[str, ...]:
-    """The names of `model`'s four stages, first to last."""
-    names = dict(model.named_modules())
-    for candidate in STAGE_NAMES:
-        if all(n in names for n in candidate):
-            return candidate
-    raise ConfigError(f"{type(model).__name__} has no stages named {STAGE_NAMES[0]} or {STAGE_NAMES[1]}: "
-                      "the gate cannot read its features")
+    """The names of `model`'s stages, first to last, as its registration declares them."""
+    info = info_of(model)
+    if info is None or not info.stages:
+        raise ConfigError(f"{type(model).__name__} registers no stages: the gate cannot read its features")
+    return info.stages
 
 
 class FeatureTap:
@@ -66,4 +62,4 @@ class FeatureTap:
         self._handles = []
 
 
-__all__ = ["STAGE_NAMES", "FeatureTap", "stage_names"]
+__all__ = ["FeatureTap", "stage_names"]
