@@ -55,6 +55,7 @@ def test_the_three_networks_keep_their_names_colours_and_order():
     assert facts == [("pepx_resnet", "PEPX-ResNet", "C3", "layer4", 1.0),
                      ("resnet18", "ResNet18", "C0", "layer4", 1.0),
                      ("covidnet", "COVID-Net", "C2", "stage4", 1.0)]
+    assert get_profile("smoke").models == tuple(f[0] for f in facts)  # the grid's default networks
 
 
 def test_a_new_network_appears_in_pepx_models_and_the_cli_help(tiny, capsys):
