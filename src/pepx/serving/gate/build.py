@@ -2,10 +2,11 @@
 
 Every image goes through the bundle's own reading and preprocessing (`Predictor.preprocess`) and
 network, so a bundle trained with other preprocessing (histogram equalisation, another size) gets a gate
-that sees what its network sees. Training films: the `train` rows; thresholds: the `val` rows; negatives:
-synthetic corruptions of training films (`TRAIN_KINDS`, one each, cycling through the kinds) and, with
-`ood`, the development part of an out-of-distribution set (`pepx.serving.gate.ood`: its test part is never
-read here).
+that sees what its network sees. Training films: the `train` rows (weighed by source when the split has a
+`source` column), plus `framed` variants of some of them (still frontal films); thresholds: the `val` rows;
+negatives: synthetic corruptions of training films (`TRAIN_KINDS`, one each, cycling through the kinds) and,
+with `ood`, the development part of an out-of-distribution set (`pepx.serving.gate.ood`: its test part is
+never read here).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pepx.serving.gate.features import FeatureTap, stage_names
 from pepx.serving.gate.fit import C_DEFAULT, REJECT_RATE, UNFAMILIAR_RATE, fit_gate, thresholds
 from pepx.serving.gate.ood import read_ood
 from pepx.serving.gate.section import GATE_KEY, GATE_VERSION
-from pepx.serving.gate.synthetic import TRAIN_KINDS, corrupt
+from pepx.serving.gate.synthetic import TRAIN_KINDS, corrupt, framed
 from pepx.serving.predictor import Predictor
 
 Features = dict[str, np.ndarray]
@@ -70,28 +71,37 @@ def _batches(items: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray
         yield batch
 
 
-def _train_images(paths: list[str], n_synthetic: int, seed: int, synthetic: list[np.ndarray]
-                  ) -> Iterator[np.ndarray]:
+def _train_images(paths: list[str], n_synthetic: int, seed: int, synthetic: list[np.ndarray],
+                  n_framed: int = 0, variants: list[np.ndarray] | None = None,
+                  variant_of: list[int] | None = None) -> Iterator[np.ndarray]:
     """Each training film once; the first `n_synthetic` of a seeded order also yield a corruption into
-    `synthetic` (kinds in turn), so every file is read once."""
+    `synthetic` (kinds in turn), and `n_framed` films of another seeded order a `framed` variant into
+    `variants` (its film's index into `variant_of`), so every file is read once."""
     rng = np.random.default_rng(seed)
     chosen = {int(i): k for k, i in enumerate(rng.permutation(len(paths))[:n_synthetic])}
+    frame_rng = np.random.default_rng([seed, 1])
+    to_frame = set(frame_rng.permutation(len(paths))[:n_framed].tolist())
     kinds = list(TRAIN_KINDS)
     for i, path in enumerate(paths):
         image = read_image(path)
         if i in chosen:
             synthetic.append(corrupt(image, kinds[chosen[i] % len(kinds)], rng, TRAIN_KINDS))
+        if i in to_frame and variants is not None and variant_of is not None:
+            variants.append(framed(image, frame_rng))
+            variant_of.append(i)
         yield image
 
 
 def fit_bundle_gate(bundle: Bundle, split: pd.DataFrame, ood: str | Path | None = None,
-                    n_synthetic: int | None = None, seed: int = 0, C: float = C_DEFAULT,
+                    n_synthetic: int | None = None, n_framed: int | None = None, seed: int = 0,
+                    C: float = C_DEFAULT,
                     reject_rate: float = REJECT_RATE, unfamiliar_rate: float = UNFAMILIAR_RATE,
                     say: Callable[[str], Any] = lambda _: None) -> Bundle:
     """`bundle` (in memory) with a gate fitted on `split`'s train rows and thresholded on its val rows; `save`
     writes it. `n_synthetic`: corrupted training films (default: as many as there are training films, up to
-    1,500); `ood`: an out-of-distribution set's metadata.csv or folder, whose `dev` part joins the negatives.
-    `say` receives progress lines."""
+    1,500); `n_framed`: `framed` variants of training films joining the films (default: as many as there are
+    training films, up to 1,000); `ood`: an out-of-distribution set's metadata.csv or folder, whose `dev` part
+    joins the negatives. `say` receives progress lines."""
     train, val = (split[split["split"] == s].reset_index(drop=True) for s in ("train", "val"))
     if train.empty or val.empty:
         raise ConfigError("the gate needs a split with train rows (to fit on) and val rows (for its "
@@ -102,11 +112,16 @@ def fit_bundle_gate(bundle: Bundle, split: pd.DataFrame, ood: str | Path | None 
         raise ConfigError(f"split labels {unknown} are not among the bundle's classes {classes}")
     reader = FeatureReader(bundle)
     n_syn = min(len(train), 1500) if n_synthetic is None else n_synthetic
-    say(f"gate: features of {len(train)} training films (+ {n_syn} corrupted) and {len(val)} validation "
-        f"films through {bundle.id}'s preprocessing and network")
+    n_frm = min(len(train), 1000) if n_framed is None else n_framed
+    say(f"gate: features of {len(train)} training films (+ {n_frm} framed, {n_syn} corrupted) and {len(val)} "
+        f"validation films through {bundle.id}'s preprocessing and network")
     synthetic_images: list[np.ndarray] = []
-    train_feats = reader(_train_images(list(train["path"]), n_syn, seed, synthetic_images))
+    variant_images: list[np.ndarray] = []
+    variant_of: list[int] = []
+    train_feats = reader(_train_images(list(train["path"]), n_syn, seed, synthetic_images, n_frm,
+                                       variant_images, variant_of))
     synthetic = reader(synthetic_images)
+    variants = reader(variant_images) if variant_images else None
     val_feats = reader(read_image(p) for p in val["path"])
     real, ood_info = None, None
     if ood is not None:
@@ -117,8 +132,10 @@ def fit_bundle_gate(bundle: Bundle, split: pd.DataFrame, ood: str | Path | None 
                     "kinds": {k: int(n) for k, n in dev["kind"].value_counts().sort_index().items()}}
         say(f"gate: + {len(dev)} real images of other kinds from {ood} (its dev part)")
     y = np.array([classes.index(c) for c in train["label"]])
+    sources = train["source"].astype(str).to_numpy() if "source" in train else None
     model = fit_gate(train_feats, y, train["patient_id"].astype(str).to_numpy(), synthetic, real,
-                     reader.layers, len(classes), C=C)
+                     reader.layers, len(classes), C=C, sources=sources, variants=variants,
+                     variant_of=np.asarray(variant_of, dtype=int))
     limits = thresholds(model, val_feats, reject_rate, unfamiliar_rate)
     score, distance = model.scores(val_feats)
     section = {
@@ -127,6 +144,8 @@ def fit_bundle_gate(bundle: Bundle, split: pd.DataFrame, ood: str | Path | None 
         "score": SCORE_TEXT, "distance": DISTANCE_TEXT,
         "fitted_on": {"train_films": int(len(train)), "val_films": int(len(val)),
                       "synthetic": {"images": n_syn, "kinds": list(TRAIN_KINDS), "seed": seed},
+                      "framed": {"images": len(variant_of), "seed": seed},
+                      "weights": "source-balanced" if sources is not None else "equal",
                       "real_ood": ood_info, "C": C, "reject_rate": reject_rate,
                       "unfamiliar_rate": unfamiliar_rate, "pepx": __version__},
         "validation": {"rejected": round(float((score >= limits["reject"]).mean()), 4),

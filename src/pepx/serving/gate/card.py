@@ -47,8 +47,11 @@ def gate_card(section: dict[str, Any]) -> str:
              f"features and their Mahalanobis distances; **rejected** at >= {t['reject']:.3f}",
              "- **distance**: mean standardised log Mahalanobis distance to the nearest class mean over the "
              f"stages (0 = a typical training film); **unfamiliar** at >= {t['unfamiliar']:.3f}",
-             f"- fitted on {fitted.get('train_films', '?')} training films and "
-             f"{fitted.get('synthetic', {}).get('images', '?')} synthetic corruptions of them"
+             f"- fitted on {fitted.get('train_films', '?')} training films"
+             + (" (each source weighing the same)" if fitted.get("weights") == "source-balanced" else "")
+             + (f", {fitted['framed']['images']} of them framed as another site might (borders, tilt, "
+                "processing)" if fitted.get("framed", {}).get("images") else "")
+             + f" and {fitted.get('synthetic', {}).get('images', '?')} synthetic corruptions of them"
              + (f", plus {real['images']} real images of other kinds ({real['set']}, development part only)"
                 if real else "")
              + f"; thresholds set on {fitted.get('val_films', '?')} validation films "

@@ -5,10 +5,14 @@
 2. The classifier "not a frontal chest X-ray" (scikit-learn `LogisticRegression`, L2, `C`) on the pooled
    features of every stage and the log distances, standardised. Positives: the training films, their distances
    cross-fitted (each fold's distances from Gaussians fitted on the other folds, patients kept together), so
-   they are as far from the means as unseen films would be. Negatives: synthetic corruptions of training films
-   (`pepx.serving.gate.synthetic.TRAIN_KINDS`) and, when given, real images of other kinds (a development
-   part, e.g. cxr-ood's). Weights: films and negatives weigh the same in total; real and synthetic negatives
-   too, when there are both.
+   they are as far from the means as unseen films would be; with them, when given, `framed` variants of
+   training films (`pepx.serving.gate.synthetic.framed`: borders, tilt, another site's processing - still
+   frontal films; they join their film's patient, class and source). Negatives: synthetic corruptions of
+   training films (`pepx.serving.gate.synthetic.TRAIN_KINDS`) and, when given, real images of other kinds (a
+   development part, e.g. cxr-ood's). Weights: films and negatives weigh the same in total; real and synthetic
+   negatives too, when there are both; with `sources`, every source's films weigh the same in total, so a
+   hospital with few films and a look of its own is not given up to the majority's look (issue 16: hannover,
+   4.7 % of the training films, had 8.9 % of its test films rejected when films weighed the same).
 3. Thresholds on the validation films: `reject` = the score that `reject_rate` of them reach, `unfamiliar` =
    the distance that `unfamiliar_rate` of them reach (defaults: 1 % and 5 %: 99 % and 95 % of frontal films
    pass).
@@ -71,23 +75,41 @@ def cross_fitted_log_distances(feats: Features, layers: tuple[str, ...], y: np.n
     return out
 
 
-def _weights(n_pos: int, n_synthetic: int, n_real: int) -> np.ndarray:
-    """Films and negatives weigh the same in total; real and synthetic negatives too (mean weight 1)."""
+def source_balanced(sources: np.ndarray | None, n: int) -> np.ndarray:
+    """[n] weights, mean 1, under which every source's films weigh the same in total (all 1 without
+    sources)."""
+    if sources is None:
+        return np.ones(n)
+    _, inverse, counts = np.unique(np.asarray(sources).astype(str), return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inverse]
+    return w / w.mean()
+
+
+def _weights(pos: np.ndarray, n_synthetic: int, n_real: int) -> np.ndarray:
+    """Films (relative weights `pos`) and negatives weigh the same in total; real and synthetic negatives too
+    (mean weight 1)."""
     neg = n_synthetic + n_real
     if n_real and n_synthetic:
         w_neg = np.r_[np.full(n_synthetic, 0.5 / n_synthetic), np.full(n_real, 0.5 / n_real)]
     else:
         w_neg = np.full(neg, 1.0 / neg)
-    w = np.r_[np.full(n_pos, 1.0 / n_pos), w_neg]
+    w = np.r_[pos / pos.sum(), w_neg]
     return w * len(w) / w.sum()
 
 
 def fit_gate(train: Features, y: np.ndarray, groups: np.ndarray, synthetic: Features,
              real: Features | None = None, layers: tuple[str, ...] = (), n_classes: int = 3,
-             C: float = C_DEFAULT, folds: int = FOLDS) -> GateModel:
-    """The gate's arrays (module docstring) from pooled features: `train` films with labels `y` and patient
-    `groups`; negatives `synthetic` and optionally `real`."""
+             C: float = C_DEFAULT, folds: int = FOLDS, sources: np.ndarray | None = None,
+             variants: Features | None = None, variant_of: np.ndarray | None = None) -> GateModel:
+    """The gate's arrays (module docstring) from pooled features: `train` films with labels `y`, patient
+    `groups` and optionally `sources`; `variants` of the films `variant_of` (indices into `train`) count as
+    films; negatives `synthetic` and optionally `real`."""
     layers = tuple(layers) or tuple(train)
+    if variants is not None and variant_of is not None and len(variant_of):
+        of = np.asarray(variant_of, dtype=int)
+        train = {k: np.concatenate([train[k], variants[k]]) for k in layers}
+        y, groups = np.r_[y, y[of]], np.r_[groups, groups[of]]
+        sources = None if sources is None else np.r_[np.asarray(sources), np.asarray(sources)[of]]
     if len(np.unique(y)) < n_classes:
         raise ConfigError(f"the gate needs training films of all {n_classes} classes")
     n_syn = len(next(iter(synthetic.values())))
@@ -104,7 +126,8 @@ def fit_gate(train: Features, y: np.ndarray, groups: np.ndarray, synthetic: Feat
     target = np.r_[np.zeros(len(y)), np.ones(n_syn + n_real)]
     x_mean, x_scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     clf = LogisticRegression(C=C, max_iter=5000)
-    clf.fit((x - x_mean) / x_scale, target, sample_weight=_weights(len(y), n_syn, n_real))
+    weights = _weights(source_balanced(sources, len(y)), n_syn, n_real)
+    clf.fit((x - x_mean) / x_scale, target, sample_weight=weights)
     return GateModel(layers, means, precisions, center.astype(np.float32), scale.astype(np.float32),
                      x_mean.astype(np.float32), x_scale.astype(np.float32),
                      clf.coef_[0].astype(np.float32), float(clf.intercept_[0]))
@@ -125,4 +148,4 @@ def thresholds(model: GateModel, val: Features, reject_rate: float = REJECT_RATE
 
 
 __all__ = ["C_DEFAULT", "REJECT_RATE", "UNFAMILIAR_RATE", "cross_fitted_log_distances", "fit_gate",
-           "gaussians", "thresholds"]
+           "gaussians", "source_balanced", "thresholds"]
