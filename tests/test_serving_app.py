@@ -248,7 +248,7 @@ def test_no_cors_unless_asked(predictor, client):
 
 
 def test_card_html_renders_tables_and_escapes_html():
-    from pepx.serving.card import card_html
+    from pepx.serving.app import card_html
 
     html = card_html("## Metrics\n\n| metric | value |\n| --- | --- |\n| accuracy | 0.9 |\n\n"
                      "<script>alert(1)</script> [x](javascript:alert(1)) **bold**\n")

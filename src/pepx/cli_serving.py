@@ -37,7 +37,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     run_folder = bool(args.model and RunLayout(args.model).config.is_file())
     if run_folder:  # imports Lightning
-        from pepx.serving.build import predictor_from_run
+        from pepx.release.build import predictor_from_run
 
         predictor = predictor_from_run(args.model, runtime=args.runtime, device=args.device)
     else:
@@ -96,7 +96,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if Path(args.out).resolve() != bundle.path.resolve():
             bundle = bundle.save(check_bundle_out(args.out, bundle.id, args.force))
     else:
-        from pepx.serving.build import bundle_from_run, parse_targets, read_history
+        from pepx.release.build import bundle_from_run, parse_targets, read_history
 
         result = bundle_from_run(args.source, args.out, bundle_id=args.id, version=args.version,
                                  calibrate=args.calibrate, targets=parse_targets(args.target),
@@ -178,14 +178,14 @@ def _add_gate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
-    from pepx.serving.gate import commands
+    from pepx.release import gate
 
     if args.gate_cmd == "fit":
-        lines = commands.fit_command(args.bundle, args.split, args.out, args.in_place, args.ood, args.report,
-                                     args.n_boot)
+        lines = gate.fit_command(args.bundle, args.split, args.out, args.in_place, args.ood, args.report,
+                                 args.n_boot)
     else:
-        lines = commands.evaluate_command(args.bundle, args.split, args.out, args.ood, args.unseen,
-                                          args.unseen_source, args.n_boot)
+        lines = gate.evaluate_command(args.bundle, args.split, args.out, args.ood, args.unseen,
+                                      args.unseen_source, args.n_boot)
     print("\n".join(lines))
     return 0
 

@@ -35,6 +35,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from markdown_it import MarkdownIt
 from matplotlib import colormaps
 from PIL import Image
 from starlette.requests import Request
@@ -45,7 +46,6 @@ from pepx.data.io import MAX_PIXELS
 from pepx.errors import ConfigError
 from pepx.serving.auth import TokenGate
 from pepx.serving.batching import MAX_WAIT_MS, BatcherDown, DynamicBatcher, QueueFullError
-from pepx.serving.card import card_html
 from pepx.serving.gate.dicom import read_tags
 from pepx.serving.gate.gate import GATE_OFF, GateResult
 from pepx.serving.gradcam import Explanation, overlay
@@ -259,6 +259,12 @@ class _Bearer(HTTPBearer):
         if not hmac.compare_digest(given, self.token):
             raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)",
                                 headers={"WWW-Authenticate": "Bearer"})
+
+
+def card_html(card: str) -> str:
+    """The card (Markdown) as an HTML fragment for the page: CommonMark with tables (markdown-it-py). Raw HTML
+    in the card is escaped, not passed through, and links other than http(s) / relative are dropped."""
+    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).render(card)
 
 
 def _model_id(predictor: Predictor) -> dict[str, str]:

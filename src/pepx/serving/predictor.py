@@ -32,7 +32,6 @@ from pepx.data.transforms import model_input
 from pepx.errors import ConfigError
 from pepx.fileio import display_path
 from pepx.serving.bundle import Bundle, load_bundle
-from pepx.serving.caveats import caveat_for
 from pepx.serving.export import onnx_session
 from pepx.serving.gate.dicom import read_tags
 from pepx.serving.gate.gate import GATE_OFF, Gate, GateResult
@@ -66,7 +65,7 @@ class Prediction:
     error: str | None = None
     flagged: tuple[str, ...] = ()
     gate: GateResult = GATE_OFF
-    caveat: str | None = None  # the model card's sentence about this class (`pepx.serving.caveats`)
+    caveat: str | None = None  # the model card's sentence about this class (`Bundle.caveat`)
 
     def to_row(self, names: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Flat dict for CSV / JSON: source, status, label, prob_<class>..., flagged, error, gate,
@@ -211,7 +210,7 @@ class Predictor:
         flagged = tuple(c for c, t in self._thresholds.items() if values.get(c, 0.0) >= t)
         label = self.classes[int(np.argmax(probs))]
         return Prediction(source, label, values, flagged=flagged, gate=gate,
-                          caveat=caveat_for(self.bundle.config, label))
+                          caveat=self.bundle.caveat(label))
 
     # ------------------------------------------------------------------ Grad-CAM
     def explain(self, image: np.ndarray, class_index: int | None = None,

@@ -33,13 +33,12 @@ from pepx.evaluation.calibration import calibration_table, fit_temperature, prob
 from pepx.evaluation.evaluate import evaluate_predictions
 from pepx.evaluation.plots import plot_reliability_pair
 from pepx.evaluation.roc import sens_spec, threshold_for_sensitivity
+from pepx.release.card import caveats_from_adults, model_card
+from pepx.release.gate import fit_and_report
+from pepx.release.runs import RunInfo, read_run
 from pepx.serving.bundle import Bundle, bundle_config, check_bundle_out, round_like_bundle, write_bundle
-from pepx.serving.card import model_card
-from pepx.serving.caveats import caveats_from_adults
 from pepx.serving.gate.card import with_gate_card
-from pepx.serving.gate.commands import fit_and_report
 from pepx.serving.predictor import Predictor
-from pepx.serving.runs import RunInfo, read_run
 from pepx.training.evaluate import check_report_folder
 
 #: Operating points made by default: class -> target sensitivity on the validation split.
