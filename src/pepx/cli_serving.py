@@ -136,19 +136,20 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="wait for a batch to fill (default: 5)")
     p.add_argument("--max-queue", type=POSITIVE, default=64,
                    help="images waiting before 503 (default: 64)")
-    p.add_argument("--workers", type=POSITIVE, default=2,
-                   help="threads decoding uploads and drawing Grad-CAM")
+    p.add_argument("--decode-workers", type=POSITIVE, default=2,
+                   help="threads decoding uploads and drawing Grad-CAM (default: 2)")
     p.add_argument("--no-gate", action="store_true", help="turn the input gate off")
     p.set_defaults(func=_cmd_serve)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from pepx.serving.app import ServeSettings
     from pepx.serving.server import serve
+    from pepx.serving.settings import ServeSettings
 
     settings = ServeSettings(token=args.token, cors_origins=tuple(args.cors),
                              max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
-                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, workers=args.workers)
+                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             decode_workers=args.decode_workers)
     serve(args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
           channels_last=args.channels_last, settings=settings, gate=not args.no_gate)
     return 0

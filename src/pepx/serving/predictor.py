@@ -199,11 +199,13 @@ class Predictor:
         if tensors:
             probs, verdicts = self.score_tensor(torch.stack(tensors))
             for i, p, g, t in zip(where, probs, verdicts, tags, strict=True):
-                out[i] = self._prediction(_name(chunk[i], offset + i), p, g.with_dicom(t))
+                out[i] = self.prediction(_name(chunk[i], offset + i), p, g.with_dicom(t))
         return [p for p in out if p is not None]
 
-    def _prediction(self, source: str, probs: np.ndarray, gate: GateResult = GATE_OFF) -> Prediction:
-        """The Prediction of one row of probabilities and its gate verdict (a rejected film gets no class)."""
+    def prediction(self, source: str, probs: np.ndarray, gate: GateResult = GATE_OFF) -> Prediction:
+        """The `Prediction` of `source` from one row of calibrated probabilities [C] (`predict_tensor`,
+        `score_tensor`) and its gate verdict: label, operating-point flags and caveat; a film the gate
+        rejected gets no class and no probabilities. `predict` and the HTTP API both answer with it."""
         if gate.rejected:
             return Prediction(source, None, {}, gate=gate)
         values = {c: float(v) for c, v in zip(self.classes, probs, strict=True)}
