@@ -97,13 +97,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
             bundle = bundle.save(check_bundle_out(args.out, bundle.id, args.force))
     else:
         from pepx.release.build import bundle_from_run, parse_targets, read_history
+        from pepx.release.settings import ExportSettings
 
-        result = bundle_from_run(args.source, args.out, bundle_id=args.id, version=args.version,
-                                 calibrate=args.calibrate, targets=parse_targets(args.target),
-                                 half=not args.fp32, n_boot=args.n_boot, report_dir=args.report,
-                                 command=args.recipe, force=args.force, gate=not args.no_gate,
-                                 gate_ood=args.gate_ood,
-                                 history=read_history(args.history) if args.history else None)
+        settings = ExportSettings(bundle_id=args.id, version=args.version, calibrate=args.calibrate,
+                                  targets=parse_targets(args.target), half=not args.fp32, n_boot=args.n_boot,
+                                  report_dir=args.report, command=args.recipe, force=args.force,
+                                  gate=not args.no_gate, gate_ood=args.gate_ood,
+                                  history=read_history(args.history) if args.history else None)
+        result = bundle_from_run(args.source, args.out, settings)
         bundle = result.bundle
         print(result.text)
     print(f"bundle: {bundle.path} ({bundle.weights_bytes / 1e6:.1f} MB weights, sha256 "

@@ -66,20 +66,24 @@ class ServeSettings(BaseModel):
 
 def config_error(model: type[BaseModel], err: ValidationError) -> ConfigError:
     """The first problem of `err` as one line naming the option (`--max-batch 0: must be a number in [1,
-    1024]`), or, for a name `model` does not declare, the closest one it does."""
+    1024]`), or, for a name `model` does not declare, the closest one it does. A setting's option is `--` +
+    its name with dashes unless `model.FLAGS` names another."""
     first = err.errors()[0]
     name, value = str(first["loc"][0]), first.get("input")
     if first["type"] == "extra_forbidden":
         close = difflib.get_close_matches(name, list(model.model_fields), n=1)
         return ConfigError(f"{model.__name__}: unknown setting {name!r}"
                            + (f" (did you mean {close[0]!r}?)" if close else ""))
-    flag = "--" + name.replace("_", "-")
+    flag = getattr(model, "FLAGS", {}).get(name) or "--" + name.replace("_", "-")
+    if first["type"] == "value_error":  # a validator's own sentence
+        return ConfigError(f"{flag}: {first['msg'].removeprefix('Value error, ')}")
     meta = model.model_fields[name].metadata
     low = next((m.ge for m in meta if hasattr(m, "ge")), None)
     high = next((m.le for m in meta if hasattr(m, "le")), None)
     if low is not None and high is not None:
         return ConfigError(f"{flag} {value}: must be a number in [{low:g}, {high:g}]")
-    return ConfigError(f"{flag} {value!r}: {first['msg']}")
+    where = "".join(f"[{k!r}]" for k in first["loc"][1:])
+    return ConfigError(f"{flag}{where} {value!r}: {first['msg']}")
 
 
 __all__ = ["ServeSettings", "config_error"]
