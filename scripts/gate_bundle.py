@@ -29,8 +29,8 @@ import yaml
 
 from pepx.data import balanced_split, load_source, read_image, save_split
 from pepx.evaluation.calibration import fit_temperature
+from pepx.release.gate import fit_command
 from pepx.serving.bundle import default_bundle_path, load_bundle
-from pepx.serving.gate.commands import fit_command
 from pepx.serving.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,8 +34,8 @@ from pepx.data.synthetic import ensure_synthetic
 from pepx.evaluation.localisation import localisation_scores, localisation_table
 from pepx.evaluation.report import fmt_ci
 from pepx.markdown import markdown_table
+from pepx.release.build import predictor_from_run
 from pepx.serving import Predictor
-from pepx.serving.build import predictor_from_run
 from pepx.serving.gradcam import grad_cam, overlay, reinitialized
 from pepx.training import TrainConfig, fit
 

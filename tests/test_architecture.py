@@ -114,11 +114,36 @@ def test_imports_sit_at_module_top_except_in_cli():
     assert lazy == []
 
 
-def test_serving_never_loads_lightning():
-    if not (SRC / "serving").is_dir():
-        pytest.skip("no pepx.serving package on this branch")
-    code = "import sys, pepx.serving; print([m for m in sys.modules if m.split('.')[0] == 'lightning'])"
+#: What the inference package must never load: training code and its engine (issue 19: `serving` sits below
+#: `training` in the layers; run -> bundle code lives in `pepx.release`).
+SERVING_FORBIDDEN = ("lightning", "pytorch_lightning", "pepx.training", "pepx.experiments", "pepx.release")
+
+
+def _forbidden(name: str) -> bool:
+    return any(name == f or name.startswith(f + ".") for f in SERVING_FORBIDDEN)
+
+
+def serving_modules() -> list[tuple[str, Path]]:
+    return [(m, p) for m, p in modules() if package_of(m) == "serving"]
+
+
+def test_serving_files_never_import_training_or_lightning():
+    """Directly: no import statement of a `pepx.serving` file names lightning or pepx.training (or the
+    packages above it), at module top or inside a function."""
+    wrong = [f"{path.relative_to(SRC)}:{line} imports {target}" for module, path in serving_modules()
+             for target, line, _ in imported(module, path) if _forbidden(target)]
+    assert serving_modules() and wrong == []
+
+
+def test_serving_never_loads_training_or_lightning():
+    """Transitively: a fresh interpreter importing every `pepx.serving` module (app, server, predictor, the
+    gate, ...) has loaded neither lightning nor pepx.training, experiments or release."""
+    names = [m for m, _ in serving_modules()]
+    code = (f"import importlib, sys\nfor m in {names!r}: importlib.import_module(m)\n"
+            f"print(sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') "
+            f"for f in {SERVING_FORBIDDEN!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert {"pepx.serving.app", "pepx.serving.predictor", "pepx.serving.server"} <= set(names)
     assert out.stdout.strip() == "[]"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,8 @@ from pepx.evaluation.bootstrap import bootstrap_metrics, metric_samples, patient
 from pepx.evaluation.breakdown import breakdown, fill_columns, missing_columns
 from pepx.evaluation.evaluate import evaluate_predictions
 from pepx.evaluation.metrics import PROB_COLUMNS, compute_metrics, confusion_matrix, mean_predictions
-from pepx.serving.caveats import caveat_for, caveats_from_adults
+from pepx.release.card import caveats_from_adults
+from pepx.serving.bundle import Bundle
 from test_evaluation_fakes import fake_predictions
 
 
@@ -218,7 +220,8 @@ def test_caveats_count_the_adult_calls_of_each_class_by_hand():
     assert caveats["pneumonia"].startswith("Of the 11 adult test films this model called Non-COVID, 4 were "
                                            "not (1 Normal, 3 COVID-19): precision 0.636 [")
     assert "it missed 2 of 10 adult Normal films" in caveats["normal"]
-    assert caveat_for({"caveats": caveats}, "COVID-19") == caveats["COVID-19"]
-    assert caveat_for({}, "COVID-19") is None and caveat_for({"caveats": caveats}, None) is None
+    bundle = Bundle(Path("b"), {"caveats": caveats}, "", {})
+    assert bundle.caveat("COVID-19") == caveats["COVID-19"]
+    assert Bundle(Path("b"), {}, "", {}).caveat("COVID-19") is None and bundle.caveat(None) is None
     children = _adults_and_children().query("age_group == 'pediatric'")
     assert caveats_from_adults(adults_summary(children)) == {}

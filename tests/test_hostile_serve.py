@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from hostile_kit import Case, fail, run_case
 from hostile_make import bundle_variant, damaged_dicoms, deflated_dicom, encapsulated_bomb, relink
 from pepx.serving import Predictor
-from pepx.serving.app import ServeSettings, create_app
+from pepx.serving.app import create_app
+from pepx.serving.settings import ServeSettings
 from test_serving_bundle import make_bundle
 
 SERVE = ["serve", "--model", "{ws}/bundle", "--port"]
@@ -52,7 +53,8 @@ CASES = [
     Case("max-wait-nan", [*SERVE, "{port}", "--max-wait-ms", "nan"], message="--max-wait-ms"),
     Case("max-batch-huge", [*SERVE, "{port}", "--max-batch", "10000000"], message="--max-batch"),
     Case("max-queue-huge", [*SERVE, "{port}", "--max-queue", "1000000000"], message="--max-queue"),
-    Case("workers-huge", [*SERVE, "{port}", "--workers", "100000"], message="--workers"),
+    Case("decode-workers-huge", [*SERVE, "{port}", "--decode-workers", "100000"],
+         message="--decode-workers 100000: must be a number in [1, 64]"),
     Case("host-not-a-name", [*SERVE, "{port}", "--host", "no such host!"], message="--host"),
     Case("host-not-on-this-machine", [*SERVE, "{port}", "--host", "192.0.2.1"], message="--host 192.0.2.1"),
     Case("bundle-readme-symlink", ["serve", "--model", "{ws}/readme_link", "--port", "{port}"],

@@ -276,7 +276,7 @@ def test_paired_shortcut_metrics_match_a_hand_count():
 
 
 def test_a_run_trained_on_equalised_films_predicts_on_equalised_films(tmp_path):
-    from pepx.serving.build import predictor_from_run
+    from pepx.release.build import predictor_from_run
     from pepx.training import fit
 
     cfg = TrainConfig.from_dict(dict(model="resnet18", model_kwargs={"width": 0.25}, image_size=32, epochs=1,

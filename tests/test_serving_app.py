@@ -15,8 +15,10 @@ from PIL import Image
 
 from pepx import CLASSES
 from pepx.cli import main
-from pepx.serving import Predictor
-from pepx.serving.app import NOTICE, ServeSettings, create_app
+from pepx.errors import ConfigError
+from pepx.serving import Predictor, load_bundle
+from pepx.serving.app import NOTICE, create_app
+from pepx.serving.settings import ServeSettings
 from test_data_io import _bomb_png, make_dicom, ramp
 from test_serving_bundle import make_bundle
 from test_serving_predictor import radiograph, save_png
@@ -248,10 +250,55 @@ def test_no_cors_unless_asked(predictor, client):
 
 
 def test_card_html_renders_tables_and_escapes_html():
-    from pepx.serving.card import card_html
+    from pepx.serving.app import card_html
 
     html = card_html("## Metrics\n\n| metric | value |\n| --- | --- |\n| accuracy | 0.9 |\n\n"
                      "<script>alert(1)</script> [x](javascript:alert(1)) **bold**\n")
     assert "<h2>Metrics</h2>" in html and "<table>" in html and "<td>accuracy</td>" in html
     assert "<script>" not in html and "&lt;script&gt;" in html and 'href="javascript' not in html
     assert "<strong>bold</strong>" in html
+
+
+# --------------------------------------------------------------------------- routes and settings (issue 19)
+def test_two_apps_in_one_process_each_serve_their_own_predictor(client, predictor, tmp_path, images):
+    """The routes are module-level and read `request.app.state`: a second app with another bundle and
+    token answers with its own model, limits and token, and leaves the first untouched."""
+    make_bundle(tmp_path / "other", seed=1)
+    renamed = load_bundle(tmp_path / "other").with_changes(config={"id": "other-bundle"})
+    other = Predictor(renamed, runtime="torch", device="cpu")
+    with TestClient(create_app(other, ServeSettings(token="t2", max_files=1))) as c2:
+        auth = {"Authorization": "Bearer t2"}
+        assert c2.get("/v1/model", headers=auth).json()["id"] == "other-bundle"
+        assert c2.get("/v1/model").status_code == 401
+        data = images["png"].read_bytes()
+        assert post(c2, ("a.png", data), ("b.png", data), headers=auth).status_code == 413  # max_files=1
+        one = post(c2, ("a.png", data), headers=auth).json()
+        assert one["model"]["id"] == "other-bundle" and one["predictions"][0]["status"] == "ok"
+    first = client.get("/v1/model").json()
+    assert first["id"] == predictor.bundle.id != "other-bundle" and first["limits"]["max_files"] == 4
+
+
+def test_predictor_prediction_is_what_the_api_answers(client, predictor, images):
+    """`Predictor.prediction` (public): the label, flags and caveat of one row of probabilities."""
+    probs = np.array([0.2, 0.3, 0.5], dtype=np.float32)
+    pred = predictor.prediction("x.png", probs)
+    assert pred.label == "COVID-19" and pred.flagged == ("COVID-19",)
+    assert pred.caveat == "the card on COVID-19 calls" and pred.probabilities["normal"] == pytest.approx(0.2)
+    served = post(client, ("film.png", images["png"].read_bytes())).json()["predictions"][0]
+    again = predictor.prediction("film.png", np.array([served["probabilities"][c] for c in CLASSES]))
+    assert served["label"] == again.label and served["caveat"] == again.caveat
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"decode_workers": 100_000}, "--decode-workers 100000: must be a number in [1, 64]"),
+    ({"max_wait_ms": float("inf")}, "--max-wait-ms inf: must be a number in [0, 10000]"),
+    ({"max_batch": True}, "--max-batch True: must be a number in [1, 1024]"),
+    ({"max_batch": 2.5}, "--max-batch 2.5: must be a number in [1, 1024]"),
+    ({"workers": 4}, "ServeSettings: unknown setting 'workers' (did you mean 'decode_workers'?)"),
+    ({"max_upload": 4}, "ServeSettings: unknown setting 'max_upload' (did you mean 'max_upload_mb'?)"),
+], ids=["range", "inf", "bool", "float-for-int", "old-name", "typo"])
+def test_serve_settings_refuse_in_one_line(values, message):
+    with pytest.raises(ConfigError) as err:
+        ServeSettings(**values)
+    assert str(err.value) == message
+    assert ServeSettings(max_wait_ms=3).max_wait_ms == 3.0 and ServeSettings().decode_workers == 2

@@ -13,10 +13,11 @@ from fastapi.testclient import TestClient
 
 from pepx.cli import main
 from pepx.serving import Predictor, default_bundle_path
-from pepx.serving.app import ServeSettings, create_app
+from pepx.serving.app import create_app
 from pepx.serving.batching import DynamicBatcher, QueueFullError
 from pepx.serving.export import export_formats
 from pepx.serving.server import load_predictor
+from pepx.serving.settings import ServeSettings
 from test_serving_bundle import SIZE, make_bundle
 from test_serving_predictor import radiograph, save_png
 
@@ -112,7 +113,7 @@ def test_full_queue_refuses_with_retry_after_and_stop_answers_the_queue(predicto
 # --------------------------------------------------------------------------- through the app
 def test_concurrent_requests_are_batched_and_a_full_queue_answers_503(predictor, tmp_path):
     data = save_png(tmp_path / "a.png", radiograph()).read_bytes()
-    app = create_app(predictor, ServeSettings(max_batch=16, max_wait_ms=100, max_queue=8, workers=4))
+    app = create_app(predictor, ServeSettings(max_batch=16, max_wait_ms=100, max_queue=8, decode_workers=4))
     counted = Counted(app.state.batcher.predict)
     app.state.batcher.predict = counted
 

@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 
 from pepx.cli import main
+from pepx.errors import ConfigError
+from pepx.release.settings import ExportSettings
 from pepx.serving import Predictor, load_bundle
 from pepx.training import TrainConfig, fit
 from test_data_io import make_dicom, ramp
@@ -215,3 +217,23 @@ def test_export_calibrates_on_other_data_but_refuses_the_training_patients(expor
     same = "synthetic:n_per_class=24,size=64"  # the data the run trained on
     assert main(["export", str(run), "--out", str(tmp_path / "c"), "--calibrate", same]) == 2
     assert "patients are also in the run's training split" in capsys.readouterr().err
+
+
+def test_export_settings_are_checked_before_anything_is_read_or_written(exported, tmp_path, capsys):
+    """`ExportSettings` (pydantic, issue 19): a bad value is one line naming the option, exit 2, and no
+    folder is made; from Python, an unknown name says which one was meant."""
+    run, _ = exported
+    for argv, message in (
+            (["--n-boot", "1000000000"],
+             "pepx export: error: --n-boot 1000000000: must be a number in [1, 100000]"),
+            (["--target", "lungs=0.9"], "pepx export: error: --target: operating point for unknown class(es) "
+                                        "['lungs']; classes: normal, pneumonia, COVID-19")):
+        assert main(["export", str(run), "--out", str(tmp_path / "b"), *argv]) == 2
+        assert capsys.readouterr().err.strip() == message
+        assert not (tmp_path / "b").exists()
+    with pytest.raises(ConfigError, match=r"^ExportSettings: unknown setting 'boot' \(did you mean 'n_boot'"):
+        ExportSettings(boot=10)
+    with pytest.raises(ConfigError, match=r"^--fp32 'no': "):
+        ExportSettings(half="no")
+    assert ExportSettings().operating_targets == {"COVID-19": 0.95}
+    assert ExportSettings(targets={}).operating_targets == {}

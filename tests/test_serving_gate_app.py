@@ -13,7 +13,8 @@ from PIL import Image
 
 from pepx.data import read_image
 from pepx.serving import Predictor
-from pepx.serving.app import ServeSettings, create_app
+from pepx.serving.app import create_app
+from pepx.serving.settings import ServeSettings
 from test_data_io import make_dicom
 from test_serving_gate import make_gated
 

@@ -37,7 +37,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     run_folder = bool(args.model and RunLayout(args.model).config.is_file())
     if run_folder:  # imports Lightning
-        from pepx.serving.build import predictor_from_run
+        from pepx.release.build import predictor_from_run
 
         predictor = predictor_from_run(args.model, runtime=args.runtime, device=args.device)
     else:
@@ -96,14 +96,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if Path(args.out).resolve() != bundle.path.resolve():
             bundle = bundle.save(check_bundle_out(args.out, bundle.id, args.force))
     else:
-        from pepx.serving.build import bundle_from_run, parse_targets, read_history
+        from pepx.release.build import bundle_from_run, parse_targets, read_history
+        from pepx.release.settings import ExportSettings
 
-        result = bundle_from_run(args.source, args.out, bundle_id=args.id, version=args.version,
-                                 calibrate=args.calibrate, targets=parse_targets(args.target),
-                                 half=not args.fp32, n_boot=args.n_boot, report_dir=args.report,
-                                 command=args.recipe, force=args.force, gate=not args.no_gate,
-                                 gate_ood=args.gate_ood,
-                                 history=read_history(args.history) if args.history else None)
+        settings = ExportSettings(bundle_id=args.id, version=args.version, calibrate=args.calibrate,
+                                  targets=parse_targets(args.target), half=not args.fp32, n_boot=args.n_boot,
+                                  report_dir=args.report, command=args.recipe, force=args.force,
+                                  gate=not args.no_gate, gate_ood=args.gate_ood,
+                                  history=read_history(args.history) if args.history else None)
+        result = bundle_from_run(args.source, args.out, settings)
         bundle = result.bundle
         print(result.text)
     print(f"bundle: {bundle.path} ({bundle.weights_bytes / 1e6:.1f} MB weights, sha256 "
@@ -136,19 +137,20 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="wait for a batch to fill (default: 5)")
     p.add_argument("--max-queue", type=POSITIVE, default=64,
                    help="images waiting before 503 (default: 64)")
-    p.add_argument("--workers", type=POSITIVE, default=2,
-                   help="threads decoding uploads and drawing Grad-CAM")
+    p.add_argument("--decode-workers", type=POSITIVE, default=2,
+                   help="threads decoding uploads and drawing Grad-CAM (default: 2)")
     p.add_argument("--no-gate", action="store_true", help="turn the input gate off")
     p.set_defaults(func=_cmd_serve)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from pepx.serving.app import ServeSettings
     from pepx.serving.server import serve
+    from pepx.serving.settings import ServeSettings
 
     settings = ServeSettings(token=args.token, cors_origins=tuple(args.cors),
                              max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
-                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, workers=args.workers)
+                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             decode_workers=args.decode_workers)
     serve(args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
           channels_last=args.channels_last, settings=settings, gate=not args.no_gate)
     return 0
@@ -178,14 +180,14 @@ def _add_gate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
-    from pepx.serving.gate import commands
+    from pepx.release import gate
 
     if args.gate_cmd == "fit":
-        lines = commands.fit_command(args.bundle, args.split, args.out, args.in_place, args.ood, args.report,
-                                     args.n_boot)
+        lines = gate.fit_command(args.bundle, args.split, args.out, args.in_place, args.ood, args.report,
+                                 args.n_boot)
     else:
-        lines = commands.evaluate_command(args.bundle, args.split, args.out, args.ood, args.unseen,
-                                          args.unseen_source, args.n_boot)
+        lines = gate.evaluate_command(args.bundle, args.split, args.out, args.ood, args.unseen,
+                                      args.unseen_source, args.n_boot)
     print("\n".join(lines))
     return 0
 

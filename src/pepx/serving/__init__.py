@@ -1,7 +1,7 @@
-"""Use a trained model: bundles, `Predictor` (predict + Grad-CAM), calibration and export.
+"""Use a trained model: bundles, `Predictor` (predict + Grad-CAM), the input gate, the HTTP app, export.
 
-The inference path (`load_bundle`, `Predictor`, `Prediction`, Grad-CAM) never imports Lightning; making a
-bundle from a run folder (`pepx.serving.build`) does, through `pepx.training`.
+Inference only: nothing here imports `pepx.training` or Lightning (`tests/test_architecture.py` checks it);
+making a bundle from a run folder is `pepx.release`'s.
 """
 
 from pepx.errors import BundleError

@@ -12,6 +12,9 @@ is read (`pepx.serving.auth.TokenGate`). Uploads are checked by
 and each image goes through the `DynamicBatcher` (503 + Retry-After when its queue is full; 503, and a
 failing `/v1/health`, should its inference thread ever stop). Weights are only
 ever loaded through `pepx.serving.load_bundle` / `Predictor` (by the caller, see `pepx.serving.server`).
+
+The routes sit on two module-level routers (`api`: /v1/, `pages`: the page and docs) and read what they
+need (predictor, settings, batcher, decode pool) from `request.app.state`, which `create_app` fills.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,214 +37,187 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from markdown_it import MarkdownIt
 from matplotlib import colormaps
 from PIL import Image
 from starlette.requests import Request
 from swagger_ui_bundle import swagger_ui_path
 
 import pepx
-from pepx.data.io import MAX_PIXELS
-from pepx.errors import ConfigError
 from pepx.serving.auth import TokenGate
-from pepx.serving.batching import MAX_WAIT_MS, BatcherDown, DynamicBatcher, QueueFullError
-from pepx.serving.card import card_html
+from pepx.serving.batching import BatcherDown, DynamicBatcher, QueueFullError
 from pepx.serving.gate.dicom import read_tags
 from pepx.serving.gate.gate import GATE_OFF, GateResult
 from pepx.serving.gradcam import Explanation, overlay
 from pepx.serving.predictor import Predictor
 from pepx.serving.schema import PredictResponse
+from pepx.serving.settings import ServeSettings
 from pepx.serving.uploads import BodyLimit, Upload, UploadError, decode, read_upload
 
 STATIC = Path(str(resources.files("pepx.serving").joinpath("static")))
 NOTICE = "Research use only: not for diagnosis or any clinical decision."
 
 
-@dataclass(frozen=True)
-class ServeSettings:
-    """How the server behaves (every field is a `pepx serve` option; docs/serving.md explains them).
-
-    Args:
-        token: bearer token every `/v1/` call must carry; None: no authentication.
-        cors_origins: origins allowed to call the API from a browser; empty: no CORS headers at all.
-        max_upload_mb: largest request body (all files of one request together).
-        max_files: most `file` fields in one request.
-        max_pixels: largest decoded image (width x height); bigger ones are refused as decompression bombs.
-        max_batch: most images in one forward pass (1: dynamic batching off).
-        max_wait_ms: longest wait for more images to fill a batch.
-        max_queue: most images waiting for inference; beyond it requests get 503 + Retry-After.
-        workers: threads that decode uploads and draw Grad-CAM maps.
-        cam_size: longest side of the Grad-CAM pictures returned, in pixels.
-        runtime_info: how the runtime was chosen (shown by /v1/health).
-    """
-
-    token: str | None = None
-    cors_origins: tuple[str, ...] = ()
-    max_upload_mb: float = 32.0
-    max_files: int = 16
-    max_pixels: int = MAX_PIXELS
-    max_batch: int = 16
-    max_wait_ms: float = 5.0
-    max_queue: int = 64
-    workers: int = 2
-    cam_size: int = 512
-    runtime_info: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name, (low, high) in LIMITS.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} {value}: must be a number in [{low:g}, {high:g}]")
-
-    @property
-    def max_body_bytes(self) -> int:
-        return int(self.max_upload_mb * 1_000_000)
-
-
-#: The range of every numeric setting (a typo such as `--max-wait-ms inf` or `--workers 100000` is refused).
-LIMITS: dict[str, tuple[float, float]] = {
-    "max_upload_mb": (0.001, 1024.0), "max_files": (1, 256), "max_pixels": (1, 1_000_000_000),
-    "max_batch": (1, 1024), "max_wait_ms": (0.0, MAX_WAIT_MS), "max_queue": (1, 100_000), "workers": (1, 64),
-    "cam_size": (16, 4096)}
-
-
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
-    """The application serving `predictor` (its batcher and thread pool run while the app's lifespan does)."""
+    """The application serving `predictor` (its batcher and thread pool run while the app's lifespan does).
+
+    Everything a route needs is on `app.state`: `predictor`, `settings`, `batcher`, `card_html` (the card
+    rendered once), `started` (time.time() at creation) and, while the app runs, `decode_pool` (the
+    `decode_workers` threads)."""
     s = settings or ServeSettings()
-    batcher = DynamicBatcher(predictor.score_tensor, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
-                             max_queue=s.max_queue)
-    pool: dict[str, ThreadPoolExecutor] = {}
     bundle = predictor.bundle
-    card = card_html(bundle.card) if bundle.card else ""
-    started = time.time()
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI):
-        pool["decode"] = ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="pepx-decode")
-        batcher.start()
-        try:
-            yield
-        finally:
-            batcher.stop()
-            pool.pop("decode").shutdown(wait=True, cancel_futures=True)
-
-    app = FastAPI(title="pepx", version=pepx.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = FastAPI(title="pepx", version=pepx.__version__, lifespan=_lifespan, docs_url=None, redoc_url=None,
                   description=f"Chest X-ray classification with {bundle.id} {bundle.version}. {NOTICE}")
     app.add_middleware(BodyLimit, max_bytes=s.max_body_bytes, hint=" (pepx serve --max-upload-mb)")
     if s.token:  # outside the body limit: no byte of a request without the token is read
         app.add_middleware(TokenGate, token=s.token)
-    app.state.batcher, app.state.predictor, app.state.settings = batcher, predictor, s
+    app.state.batcher = DynamicBatcher(predictor.score_tensor, max_batch=s.max_batch,
+                                       max_wait_ms=s.max_wait_ms, max_queue=s.max_queue)
+    app.state.predictor, app.state.settings = predictor, s
+    app.state.card_html = card_html(bundle.card) if bundle.card else ""
+    app.state.started = time.time()
     if s.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_Bearer(s.token))] if s.token else [])
-
-    @v1.get("/health", summary="Liveness, model, runtime and batching counters (503 when inference stopped)")
-    async def health() -> Any:
-        body = {"status": "ok", "model": _model_id(predictor), "runtime": predictor.runtime,
-                "gate": predictor.gate_status, "runtime_choice": s.runtime_info,
-                "device": str(predictor.device),
-                "batching": batcher.stats(), "uptime_s": round(time.time() - started, 1)}
-        if batcher.alive:
-            return body
-        return JSONResponse({**body, "status": "error", "detail": f"inference stopped: {batcher.error!r}"},
-                            status_code=503)
-
-    @v1.get("/model", summary="The model card (Markdown) and config.json")
-    async def model() -> dict[str, Any]:
-        return {**_model_id(predictor), "classes": list(bundle.classes),
-                "class_display": list(bundle.display.values()),
-                "image_size": bundle.image_size, "runtime": predictor.runtime, "notice": NOTICE,
-                "gate": predictor.gate_status,
-                "limits": {"max_upload_mb": s.max_upload_mb, "max_files": s.max_files,
-                           "accepted": ["image/png", "image/jpeg", "application/dicom"]},
-                "card": bundle.card, "card_html": card, "config": bundle.config}
-
-    @v1.post("/predict", summary="Classify one or more chest X-rays",
-             responses={200: {"model": PredictResponse, "description": "one entry per file; the input gate's "
-                              "verdict on each image read"},
-                        413: {"description": "request, file or decoded image too large"},
-                        415: {"description": "not PNG, JPEG or DICOM (judged by the bytes)"},
-                        422: {"description": "empty, truncated or undecodable file; DICOM without pixels"},
-                        503: {"description": "inference queue full; see Retry-After"}})
-    async def predict(file: Annotated[list[UploadFile], File(description="PNG, JPEG or DICOM; repeat the "
-                                                                         "field for several images")],
-                      cam: Annotated[bool, Query(description="add Grad-CAM pictures as PNG data URLs")]
-                      = False):
-        t0 = time.perf_counter()
-        if len(file) > s.max_files:
-            raise HTTPException(413, f"{len(file)} files in one request: at most {s.max_files}")
-        uploads = []
-        for part in file:
-            try:
-                uploads.append(await read_upload(part, s.max_body_bytes))
-            except UploadError as err:
-                uploads.append(err)
-        work = [_one(item, cam) for item in uploads]
-        results = await asyncio.gather(*work, return_exceptions=True)
-        full = next((r for r in results if isinstance(r, QueueFullError)), None)
-        if full is not None:
-            raise HTTPException(503, str(full), headers={"Retry-After": str(full.retry_after)})
-        down = next((r for r in results if isinstance(r, BatcherDown)), None)
-        if down is not None:
-            raise HTTPException(503, str(down))
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        body = {"model": _model_id(predictor), "runtime": predictor.runtime, "gate": predictor.gate_status,
-                "notice": NOTICE, "predictions": results, "timing_ms": {"total": _ms(t0)}}
-        if any(r["status"] == "ok" for r in results):
-            return body
-        first = results[0]
-        detail = "; ".join(f"{r['filename']}: {r['error']}" for r in results)
-        return JSONResponse({"detail": detail, **body}, status_code=first["code"])
-
-    async def _one(item: Upload | UploadError, cam: bool) -> dict[str, Any]:
-        if isinstance(item, UploadError):
-            return _error(item)
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        try:
-            x, image, kind, tags = await loop.run_in_executor(pool["decode"], _prepare, predictor, item,
-                                                              s.max_pixels)
-        except UploadError as err:
-            return _error(err)
-        decode_ms = _ms(t0)
-        res = await asyncio.wrap_future(batcher.submit(x))
-        gate = (res.extra or GATE_OFF).with_dicom(tags)
-        out = _prediction_json(predictor, item.filename, res.probabilities, gate)
-        out.update(media_type=kind, batch_size=res.batch_size,
-                   timing_ms={"decode": decode_ms, "queue": round(res.queue_ms, 2),
-                              "inference": round(res.inference_ms, 2)})
-        if cam and out["label"] is not None:  # a rejected image has no class to explain
-            t1 = time.perf_counter()
-            index = int(np.argmax(res.probabilities))
-            out["cam"] = await loop.run_in_executor(pool["decode"], _cam_pictures, predictor, image, index,
-                                                    s.cam_size)
-            out["timing_ms"]["cam"] = _ms(t1)
-        return out
-
-    app.include_router(v1)
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    async def favicon() -> FileResponse:
-        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:  # Swagger UI from the swagger-ui-bundle package, not a CDN: offline
-        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="pepx API",
-                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-static/swagger-ui.css",
-                                   swagger_favicon_url="/docs-static/favicon-32x32.png")
-
+    app.include_router(api, dependencies=[Depends(_Bearer(s.token))] if s.token else [])
+    app.include_router(pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs-static", StaticFiles(directory=swagger_ui_path), name="docs-static")
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    state = app.state
+    state.decode_pool = ThreadPoolExecutor(max_workers=state.settings.decode_workers,
+                                           thread_name_prefix="pepx-decode")
+    state.batcher.start()
+    try:
+        yield
+    finally:
+        state.batcher.stop()
+        state.decode_pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------- routes
+#: The `/v1/` API; `create_app` adds the bearer-token check when the settings carry a token.
+api = APIRouter(prefix="/v1")
+#: The page, its icon and the offline Swagger UI (not in the OpenAPI schema).
+pages = APIRouter(include_in_schema=False)
+
+
+@api.get("/health", summary="Liveness, model, runtime and batching counters (503 when inference stopped)")
+async def health(request: Request) -> Any:
+    state = request.app.state
+    predictor, batcher = state.predictor, state.batcher
+    body = {"status": "ok", "model": _model_id(predictor), "runtime": predictor.runtime,
+            "gate": predictor.gate_status, "runtime_choice": state.settings.runtime_info,
+            "device": str(predictor.device),
+            "batching": batcher.stats(), "uptime_s": round(time.time() - state.started, 1)}
+    if batcher.alive:
+        return body
+    return JSONResponse({**body, "status": "error", "detail": f"inference stopped: {batcher.error!r}"},
+                        status_code=503)
+
+
+@api.get("/model", summary="The model card (Markdown) and config.json")
+async def model(request: Request) -> dict[str, Any]:
+    state = request.app.state
+    predictor, s = state.predictor, state.settings
+    bundle = predictor.bundle
+    return {**_model_id(predictor), "classes": list(bundle.classes),
+            "class_display": list(bundle.display.values()),
+            "image_size": bundle.image_size, "runtime": predictor.runtime, "notice": NOTICE,
+            "gate": predictor.gate_status,
+            "limits": {"max_upload_mb": s.max_upload_mb, "max_files": s.max_files,
+                       "accepted": ["image/png", "image/jpeg", "application/dicom"]},
+            "card": bundle.card, "card_html": state.card_html, "config": bundle.config}
+
+
+@api.post("/predict", summary="Classify one or more chest X-rays",
+          responses={200: {"model": PredictResponse, "description": "one entry per file; the input gate's "
+                           "verdict on each image read"},
+                     413: {"description": "request, file or decoded image too large"},
+                     415: {"description": "not PNG, JPEG or DICOM (judged by the bytes)"},
+                     422: {"description": "empty, truncated or undecodable file; DICOM without pixels"},
+                     503: {"description": "inference queue full; see Retry-After"}})
+async def predict(request: Request,
+                  file: Annotated[list[UploadFile], File(description="PNG, JPEG or DICOM; repeat the field "
+                                                                     "for several images")],
+                  cam: Annotated[bool, Query(description="add Grad-CAM pictures as PNG data URLs")] = False):
+    t0 = time.perf_counter()
+    state = request.app.state
+    s, predictor = state.settings, state.predictor
+    if len(file) > s.max_files:
+        raise HTTPException(413, f"{len(file)} files in one request: at most {s.max_files}")
+    uploads = []
+    for part in file:
+        try:
+            uploads.append(await read_upload(part, s.max_body_bytes))
+        except UploadError as err:
+            uploads.append(err)
+    work = [_one(state, item, cam) for item in uploads]
+    results = await asyncio.gather(*work, return_exceptions=True)
+    full = next((r for r in results if isinstance(r, QueueFullError)), None)
+    if full is not None:
+        raise HTTPException(503, str(full), headers={"Retry-After": str(full.retry_after)})
+    down = next((r for r in results if isinstance(r, BatcherDown)), None)
+    if down is not None:
+        raise HTTPException(503, str(down))
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    body = {"model": _model_id(predictor), "runtime": predictor.runtime, "gate": predictor.gate_status,
+            "notice": NOTICE, "predictions": results, "timing_ms": {"total": _ms(t0)}}
+    if any(r["status"] == "ok" for r in results):
+        return body
+    first = results[0]
+    detail = "; ".join(f"{r['filename']}: {r['error']}" for r in results)
+    return JSONResponse({"detail": detail, **body}, status_code=first["code"])
+
+
+async def _one(state: Any, item: Upload | UploadError, cam: bool) -> dict[str, Any]:
+    """One upload's entry of `predictions`: decoded in the decode pool, scored through the batcher."""
+    if isinstance(item, UploadError):
+        return _error(item)
+    predictor, s, pool = state.predictor, state.settings, state.decode_pool
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    try:
+        x, image, kind, tags = await loop.run_in_executor(pool, _prepare, predictor, item, s.max_pixels)
+    except UploadError as err:
+        return _error(err)
+    decode_ms = _ms(t0)
+    res = await asyncio.wrap_future(state.batcher.submit(x))
+    gate = (res.extra or GATE_OFF).with_dicom(tags)
+    out = _prediction_json(predictor, item.filename, res.probabilities, gate)
+    out.update(media_type=kind, batch_size=res.batch_size,
+               timing_ms={"decode": decode_ms, "queue": round(res.queue_ms, 2),
+                          "inference": round(res.inference_ms, 2)})
+    if cam and out["label"] is not None:  # a rejected image has no class to explain
+        t1 = time.perf_counter()
+        index = int(np.argmax(res.probabilities))
+        out["cam"] = await loop.run_in_executor(pool, _cam_pictures, predictor, image, index, s.cam_size)
+        out["timing_ms"]["cam"] = _ms(t1)
+    return out
+
+
+@pages.get("/")
+async def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+@pages.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
+
+
+@pages.get("/docs")
+async def docs(request: Request) -> HTMLResponse:  # Swagger UI from the swagger-ui-bundle package: offline
+    return get_swagger_ui_html(openapi_url=request.app.openapi_url or "/openapi.json", title="pepx API",
+                               swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                               swagger_css_url="/docs-static/swagger-ui.css",
+                               swagger_favicon_url="/docs-static/favicon-32x32.png")
 
 
 # ---------------------------------------------------------------------- pieces
@@ -259,6 +234,12 @@ class _Bearer(HTTPBearer):
         if not hmac.compare_digest(given, self.token):
             raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)",
                                 headers={"WWW-Authenticate": "Bearer"})
+
+
+def card_html(card: str) -> str:
+    """The card (Markdown) as an HTML fragment for the page: CommonMark with tables (markdown-it-py). Raw HTML
+    in the card is escaped, not passed through, and links other than http(s) / relative are dropped."""
+    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).render(card)
 
 
 def _model_id(predictor: Predictor) -> dict[str, str]:
@@ -286,7 +267,7 @@ def _prediction_json(predictor: Predictor, filename: str, probs: np.ndarray,
                      gate: GateResult = GATE_OFF) -> dict[str, Any]:
     """`schema.PredictionOut`'s fields (less media type and timing), from Predictor's own label,
     operating-point flags and gate handling."""
-    pred = predictor._prediction(filename, probs, gate)
+    pred = predictor.prediction(filename, probs, gate)
     display = predictor.bundle.display
     row = pred.to_row()
     return {"filename": filename, "status": "ok", "label": pred.label,
@@ -321,4 +302,4 @@ def _png_url(picture: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-__all__ = ["NOTICE", "ServeSettings", "create_app"]
+__all__ = ["NOTICE", "api", "card_html", "create_app", "pages"]

@@ -75,22 +75,23 @@ class DynamicBatcher:
 
     Args:
         predict: the batched model call, e.g. `Predictor.predict_tensor` (must be thread-safe when
-            `workers > 1`); it returns probabilities [N, K], or `(probabilities, extras)` with one extra per
-            image (`Predictor.score_tensor`: the gate's verdicts).
+            `inference_threads > 1`); it returns probabilities [N, K], or `(probabilities, extras)` with one
+            extra per image (`Predictor.score_tensor`: the gate's verdicts).
         max_batch: most images in one forward pass; 1 turns batching off.
         max_wait_ms: longest wait for more images once one is waiting.
         max_queue: most images waiting; beyond it `submit` raises `QueueFullError`.
-        workers: inference threads pulling from the queue.
+        inference_threads: threads pulling batches from the queue and running `predict`.
     """
 
     def __init__(self, predict: Callable[[torch.Tensor], Any], max_batch: int = 16,
-                 max_wait_ms: float = 5.0, max_queue: int = 64, workers: int = 1) -> None:
-        if max_batch < 1 or max_queue < 1 or workers < 1 or not 0 <= max_wait_ms <= MAX_WAIT_MS:
-            raise ConfigError(f"max_batch, max_queue and workers must be >= 1 and max_wait_ms in [0, "
-                              f"{MAX_WAIT_MS}], got {max_batch}, {max_queue}, {workers} and {max_wait_ms}")
+                 max_wait_ms: float = 5.0, max_queue: int = 64, inference_threads: int = 1) -> None:
+        if max_batch < 1 or max_queue < 1 or inference_threads < 1 or not 0 <= max_wait_ms <= MAX_WAIT_MS:
+            raise ConfigError(f"max_batch, max_queue and inference_threads must be >= 1 and max_wait_ms in "
+                              f"[0, {MAX_WAIT_MS}], got {max_batch}, {max_queue}, {inference_threads} and "
+                              f"{max_wait_ms}")
         self.predict = predict
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000.0, max_queue
-        self.n_workers = workers
+        self.inference_threads = inference_threads
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -102,7 +103,7 @@ class DynamicBatcher:
     def start(self) -> DynamicBatcher:
         if not self._threads:
             self._threads = [threading.Thread(target=self._run, name=f"pepx-batcher-{i}", daemon=True)
-                             for i in range(self.n_workers)]
+                             for i in range(self.inference_threads)]
             for t in self._threads:
                 t.start()
         return self
@@ -112,7 +113,7 @@ class DynamicBatcher:
         seconds fails with "server shutting down"."""
         threads, self._threads = self._threads, []
         for _ in threads:
-            try:  # waits only while the queue is full and the workers drain it
+            try:  # waits only while the queue is full and the inference threads drain it
                 self._queue.put(_STOP, timeout=timeout)
             except queue.Full:
                 break
@@ -143,7 +144,7 @@ class DynamicBatcher:
             with self._lock:
                 self.rejected += 1
             depth = self._queue.qsize()
-            retry = max(1, math.ceil(depth * self._item_seconds / self.n_workers))
+            retry = max(1, math.ceil(depth * self._item_seconds / self.inference_threads))
             raise QueueFullError(depth, retry) from None
         return future
 

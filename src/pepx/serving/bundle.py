@@ -137,6 +137,13 @@ class Bundle:
         return int(self.config["weights"]["bytes"])
 
     # ------------------------------------------------------------------ use
+    def caveat(self, label: str | None) -> str | None:
+        """The card's sentence about a prediction of class `label` (config.json `caveats`, written at export
+        by `pepx.release.card.caveats_from_adults`); None: no label, or an older bundle without caveats."""
+        if label is None:
+            return None
+        return (self.config.get("caveats") or {}).get(label)
+
     def build_model(self) -> nn.Module:
         """The network in eval mode, fp32, on the CPU, with the bundle's weights."""
         arch = self.config["architecture"]

@@ -131,7 +131,7 @@ class BundleConfig(_Info):
     training: dict[str, Any] | None = None
     test_metrics: dict[str, Any] | None = None
     checks: dict[str, Any] | None = None
-    #: class -> the sentence shown next to a result of that class (`pepx.serving.caveats`); history: earlier
+    #: class -> the sentence shown next to a result of that class (`Bundle.caveat`); history: earlier
     #: versions (card only)
     caveats: dict[str, str] = {}
     history: list[dict[str, str]] | None = None

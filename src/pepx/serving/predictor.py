@@ -32,7 +32,6 @@ from pepx.data.transforms import model_input
 from pepx.errors import ConfigError
 from pepx.fileio import display_path
 from pepx.serving.bundle import Bundle, load_bundle
-from pepx.serving.caveats import caveat_for
 from pepx.serving.export import onnx_session
 from pepx.serving.gate.dicom import read_tags
 from pepx.serving.gate.gate import GATE_OFF, Gate, GateResult
@@ -66,7 +65,7 @@ class Prediction:
     error: str | None = None
     flagged: tuple[str, ...] = ()
     gate: GateResult = GATE_OFF
-    caveat: str | None = None  # the model card's sentence about this class (`pepx.serving.caveats`)
+    caveat: str | None = None  # the model card's sentence about this class (`Bundle.caveat`)
 
     def to_row(self, names: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Flat dict for CSV / JSON: source, status, label, prob_<class>..., flagged, error, gate,
@@ -200,18 +199,20 @@ class Predictor:
         if tensors:
             probs, verdicts = self.score_tensor(torch.stack(tensors))
             for i, p, g, t in zip(where, probs, verdicts, tags, strict=True):
-                out[i] = self._prediction(_name(chunk[i], offset + i), p, g.with_dicom(t))
+                out[i] = self.prediction(_name(chunk[i], offset + i), p, g.with_dicom(t))
         return [p for p in out if p is not None]
 
-    def _prediction(self, source: str, probs: np.ndarray, gate: GateResult = GATE_OFF) -> Prediction:
-        """The Prediction of one row of probabilities and its gate verdict (a rejected film gets no class)."""
+    def prediction(self, source: str, probs: np.ndarray, gate: GateResult = GATE_OFF) -> Prediction:
+        """The `Prediction` of `source` from one row of calibrated probabilities [C] (`predict_tensor`,
+        `score_tensor`) and its gate verdict: label, operating-point flags and caveat; a film the gate
+        rejected gets no class and no probabilities. `predict` and the HTTP API both answer with it."""
         if gate.rejected:
             return Prediction(source, None, {}, gate=gate)
         values = {c: float(v) for c, v in zip(self.classes, probs, strict=True)}
         flagged = tuple(c for c, t in self._thresholds.items() if values.get(c, 0.0) >= t)
         label = self.classes[int(np.argmax(probs))]
         return Prediction(source, label, values, flagged=flagged, gate=gate,
-                          caveat=caveat_for(self.bundle.config, label))
+                          caveat=self.bundle.caveat(label))
 
     # ------------------------------------------------------------------ Grad-CAM
     def explain(self, image: np.ndarray, class_index: int | None = None,

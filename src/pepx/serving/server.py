@@ -12,7 +12,6 @@ line (`ConfigError`), never uvicorn's log and exit status 1.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import ipaddress
 import re
@@ -27,9 +26,10 @@ import torch
 import uvicorn
 
 from pepx.errors import ConfigError
-from pepx.serving.app import NOTICE, ServeSettings, create_app
+from pepx.serving.app import NOTICE, create_app
 from pepx.serving.bundle import Bundle, load_bundle
 from pepx.serving.predictor import Predictor
+from pepx.serving.settings import ServeSettings
 
 RUNTIME_CHOICES = ("auto", "torch", "onnx")
 #: Images per timed batch and timed repeats when `auto` compares the runtimes.
@@ -142,7 +142,7 @@ def _serve(sock: socket.socket, model: str | Path | None, host: str, port: int, 
         print(f"pepx serve: warning: listening on {host} without a token: anyone who can reach this port can "
               "use the model; set --token or $PEPX_TOKEN", file=sys.stderr)
     predictor, info = load_predictor(model, runtime, device, channels_last, gate)
-    settings = dataclasses.replace(settings, runtime_info=info)
+    settings = settings.model_copy(update={"runtime_info": info})
     app = create_app(predictor, settings)
     bundle = predictor.bundle
     shown = f"[{host}]" if ":" in host else host

@@ -1,12 +1,20 @@
 """The model card (a bundle's README.md): what the model is, what it was trained and tested on, how well it
-does with 95 % CIs, how calibrated it is, where it fails, and what it must not be used for."""
+does with 95 % CIs, how calibrated it is, where it fails, and what it must not be used for.
+
+Caveats (`caveats_from_adults`): at export, each class gets one sentence from the bundle's own test split,
+counted on *adult* films (the clinically relevant group, where telling a child from an adult cannot help): of
+the adult films called that class, how many were something else, and the precision of such a call with its
+CI. Stored in config.json as ``caveats: {class: sentence}``; `pepx predict`, the API and the page show the
+sentence of the predicted class next to the result (`Bundle.caveat`; issue 15: an adult film called COVID-19
+may be another pneumonia).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from markdown_it import MarkdownIt
 
 from pepx import CLASS_DISPLAY, CLASSES
 from pepx.evaluation.adults import adults_markdown
@@ -31,19 +39,13 @@ def intended_use(n_train: int, data: str) -> str:
             "re-train and re-validate on your own data.")
 
 
-def card_html(card: str) -> str:
-    """The card (Markdown) as an HTML fragment for the page: CommonMark with tables (markdown-it-py). Raw HTML
-    in the card is escaped, not passed through, and links other than http(s) / relative are dropped."""
-    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).render(card)
-
-
 def _ci_row(table: pd.DataFrame, metric: str) -> str:
     row = table.set_index("metric").loc[metric]
     return fmt_ci(row["value"], row["low"], row["high"])
 
 
 def model_card(s: dict[str, Any]) -> str:
-    """Markdown card from the summary `pepx.serving.build.bundle_from_run` assembles."""
+    """Markdown card from the summary `pepx.release.build.bundle_from_run` assembles."""
     cfg, bundle, ev = s["train_config"], s["bundle"], s["evaluation"]
     arch = bundle["architecture"]
     w = bundle["weights"]
@@ -196,10 +198,34 @@ def _checks(s: dict[str, Any]) -> list[str]:
             markdown_table(pd.DataFrame(rows)), ""]
 
 
+def caveats_from_adults(adults: dict[str, Any]) -> dict[str, str]:
+    """One sentence per class predicted at least once among adults, from an
+    `pepx.evaluation.adults.adults_summary` of the test split ({} when it holds no adult)."""
+    if adults.get("note"):
+        return {}
+    cm = np.asarray(adults["confusion_matrix"])  # rows: true class, columns: predicted class
+    per_class = adults["per_class"].set_index("class")
+    out: dict[str, str] = {}
+    for k, cls in enumerate(CLASSES):
+        called = int(cm[:, k].sum())
+        if not called:
+            continue
+        wrong = [f"{int(cm[j, k])} {CLASS_DISPLAY[j]}" for j in range(len(CLASSES)) if j != k and cm[j, k]]
+        row = per_class.loc[cls]
+        precision = fmt_ci(row["precision"], row["precision_low"], row["precision_high"])
+        missed = int(cm[k].sum() - cm[k, k])
+        out[cls] = (f"Of the {called} adult test films this model called {CLASS_DISPLAY[k]}, "
+                    + (f"{called - int(cm[k, k])} were not ({', '.join(wrong)})" if wrong
+                       else "none was wrong")
+                    + f": precision {precision}; it missed {missed} of {int(cm[k].sum())} adult "
+                    f"{CLASS_DISPLAY[k]} films.")
+    return out
+
+
 def _n_train(counts: pd.DataFrame) -> int:
     """Training images of a `split, <class>...` count frame."""
     rows = counts[counts["split"] == "train"]
     return int(rows.drop(columns="split").to_numpy().sum())
 
 
-__all__ = ["CLASSES", "intended_use", "model_card"]
+__all__ = ["CLASSES", "caveats_from_adults", "intended_use", "model_card"]

@@ -1,7 +1,7 @@
-"""The one place `pepx.serving` reads a training run folder, through `pepx.training.RunLayout`.
+"""The one place `pepx.release` reads a training run folder, through `pepx.training.RunLayout`.
 
-Reads through `pepx.training.load_run` (model + config) and the run's split; this imports Lightning, so
-only run-to-bundle code (`pepx.serving.build`) uses it, never the inference path.
+Reads through `pepx.training.load_run` (model + config) and the run's split; this imports Lightning, which
+is why it lives here and not in `pepx.serving` (the inference path never loads a run).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """What `pepx gate fit` and `pepx gate evaluate` do (the CLI only parses and prints), and the gate step of
-`pepx export` (`fit_and_report`)."""
+`pepx export` (`fit_and_report`). The fitting and scoring themselves are `pepx.serving.gate`'s; this module
+adds the report folders (`pepx.training.evaluate.check_report_folder`), which is why it is not there."""
 
 from __future__ import annotations
 

@@ -28,22 +28,18 @@ import torch
 from pepx import CLASSES
 from pepx.data import confound_report, leak_check, load_source, read_image
 from pepx.errors import ConfigError, RunError
-from pepx.evaluation.bootstrap import N_BOOT
 from pepx.evaluation.calibration import calibration_table, fit_temperature, probabilities
 from pepx.evaluation.evaluate import evaluate_predictions
 from pepx.evaluation.plots import plot_reliability_pair
 from pepx.evaluation.roc import sens_spec, threshold_for_sensitivity
+from pepx.release.card import caveats_from_adults, model_card
+from pepx.release.gate import fit_and_report
+from pepx.release.runs import RunInfo, read_run
+from pepx.release.settings import ExportSettings
 from pepx.serving.bundle import Bundle, bundle_config, check_bundle_out, round_like_bundle, write_bundle
-from pepx.serving.card import model_card
-from pepx.serving.caveats import caveats_from_adults
 from pepx.serving.gate.card import with_gate_card
-from pepx.serving.gate.commands import fit_and_report
 from pepx.serving.predictor import Predictor
-from pepx.serving.runs import RunInfo, read_run
 from pepx.training.evaluate import check_report_folder
-
-#: Operating points made by default: class -> target sensitivity on the validation split.
-DEFAULT_TARGETS: dict[str, float] = {"COVID-19": 0.95}
 
 
 @dataclass(frozen=True)
@@ -174,46 +170,25 @@ def _checks(test: pd.DataFrame, data: str, per_class: int) -> list[dict[str, Any
     return out
 
 
-def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | None = None,
-                    version: str = "0.1.0", calibrate: str | None = None,
-                    targets: dict[str, float] | None = None, half: bool = True, n_boot: int = N_BOOT,
-                    report_dir: str | Path | None = None, n_checks: int = 4,
-                    command: str | None = None, force: bool = False, gate: bool = True,
-                    gate_ood: str | Path | None = None,
-                    history: list[dict[str, str]] | None = None) -> BuildResult:
-    """Make the bundle `out` from the run folder `run_dir` (steps in the module docstring).
-
-    Args:
-        bundle_id, version: the bundle's name and version (default id: `<model>-<loss>-<run folder name>`).
-        calibrate: a data SOURCE to fit the temperature and operating points on instead of the run's `val`
-            rows (it must share no patient with the run's training rows).
-        targets: class -> validation sensitivity of its operating point (default `DEFAULT_TARGETS`;
-            `{}`: none).
-        half: store the large tensors as fp16. n_boot: bootstrap resamples of every CI.
-        n_checks: reference test images per class recorded in config.json (the suite re-scores them).
-        command: the command that trained the run, quoted in the card.
-        force: write into a non-empty `out` that holds no bundle, or another bundle (never a run folder).
-        gate: fit the input gate; gate_ood: images of other kinds (cxr-ood layout) whose dev part it also
-            learns from (its test part is only scored).
-        history: earlier versions of this bundle, one dict of short texts each (version, data, test, ...),
-            kept in config.json and the card's History table.
-    """
+def bundle_from_run(run_dir: str | Path, out: str | Path,
+                    settings: ExportSettings | None = None) -> BuildResult:
+    """Make the bundle `out` from the run folder `run_dir` (steps in the module docstring) as `settings` say
+    (`ExportSettings`: id, version, calibration data, operating points, bootstrap, gate, history, ...)."""
+    st = settings or ExportSettings()
+    half, n_boot = st.half, st.n_boot
     run = read_run(run_dir)
     cfg = run.config
-    targets = DEFAULT_TARGETS if targets is None else targets
-    unknown = sorted(set(targets) - set(CLASSES))
-    if unknown:
-        raise ConfigError(f"operating point for unknown class(es) {unknown}; classes: {', '.join(CLASSES)}")
     base = bundle_config(cfg.model, cfg.model_kwargs, image_size=cfg.image_size, in_chans=cfg.in_chans,
                          preprocess=cfg.preprocess_settings(),
-                         bundle_id=bundle_id or f"{cfg.model}-{cfg.loss}-{run.path.name}", version=version)
-    out = check_bundle_out(out, base["id"], force)
-    report = check_report_folder(report_dir if report_dir is not None else run.path / "bundle_report",
+                         bundle_id=st.bundle_id or f"{cfg.model}-{cfg.loss}-{run.path.name}",
+                         version=st.version)
+    out = check_bundle_out(out, base["id"], st.force)
+    report = check_report_folder(st.report_dir if st.report_dir is not None else run.path / "bundle_report",
                                  "--report")
     model = round_like_bundle(run.model, half)
     with tempfile.TemporaryDirectory() as tmp:  # the uncalibrated bundle gives the logits
         predictor = Predictor(write_bundle(model, tmp, base, half=half), device="cpu")
-    cal_rows, cal_what = _calibration_rows(run, calibrate)
+    cal_rows, cal_what = _calibration_rows(run, st.calibrate)
     test = run.rows("test")
     if test.empty:
         raise RunError(f"{run.path}: no test rows in split.csv, so there is nothing to put in the model card")
@@ -225,7 +200,7 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
         temperature = fit_temperature(cal_logits, y_cal)
         cal_table = calibration_table(test_logits, y_test, test["patient_id"], temperature, n_boot=n_boot)
         cal_probs = probabilities(cal_logits, temperature)
-        for cls, target in targets.items():
+        for cls, target in st.operating_targets.items():
             k = CLASSES.index(cls)
             t = threshold_for_sensitivity(cal_probs[:, k], y_cal == k, target)
             points[cls] = {"threshold": t, "target_sensitivity": target, "chosen_on": cal_what,
@@ -242,7 +217,7 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
                               titles=("before (T = 1)", f"after (T = {temperature:.2f})"))
     for cls, p in points.items():
         p["test"] = {k: _number(v) for k, v in sens_spec(preds, cls, p["threshold"], n_boot=n_boot).items()}
-    checks = _checks(preds, cfg.data, n_checks)
+    checks = _checks(preds, cfg.data, st.n_checks)
     split = run.split if run.split is not None else test
     counts = pd.crosstab(split["split"], split["label"]).reindex(columns=list(CLASSES), fill_value=0)
     calibration = {**base["calibration"], "temperature": temperature, "fitted_on": cal_what}
@@ -256,28 +231,28 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, *, bundle_id: str | No
                            "seed": cfg.seed,
                            "split_counts": {s: {c: int(n) for c, n in counts.loc[s].items()}
                                             for s in counts.index},
-                           "command": command},
+                           "command": st.command},
               "test_metrics": _table_dict(pd.concat([evaluation["metrics"], evaluation["auroc"]])),
               "checks": {"data": cfg.data, "images": checks},
               "caveats": caveats_from_adults(evaluation["adults"])}
-    if history:
-        config["history"] = history
+    if st.history:
+        config["history"] = st.history
     bundle = write_bundle(model, out, config, half=half)
     gate_note = "off (--no-gate)"
-    if gate:
+    if st.gate:
         try:
-            bundle = fit_and_report(bundle, split, gate_ood, report / "gate", n_boot)
+            bundle = fit_and_report(bundle, split, st.gate_ood, report / "gate", n_boot)
             gate_note = "on"
         except ConfigError as err:  # a run too small for a gate still gets its bundle
             gate_note = f"not fitted ({err})"
             print(f"gate: {gate_note}")
-    summary = {"bundle": bundle.config, "bundle_dir": out.name, "run": run.path.name, "command": command,
+    summary = {"bundle": bundle.config, "bundle_dir": out.name, "run": run.path.name, "command": st.command,
                "train_config": cfg.to_dict(), "split_counts": counts.reset_index(),
                "leak": _leak_text(split), "confound_warnings": _warnings(split),
                "evaluation": evaluation, "calibration": {"temperature": temperature, "fitted_on": cal_what,
                                                          "table": cal_table},
                "operating_points": points, "shortcut": _shortcut(preds, run.rows("train")), "checks": checks,
-               "gate": gate_note, "history": history}
+               "gate": gate_note, "history": st.history}
     bundle = bundle.with_changes(card=model_card(summary) + _gate_card(bundle))
     return BuildResult(bundle.save(out), report, summary)
 
@@ -325,5 +300,5 @@ def _leak_text(split: pd.DataFrame) -> str:
             "images" if report.hash_column else f"{report.n_patient_overlap()} patients in two splits")
 
 
-__all__ = ["DEFAULT_TARGETS", "BuildResult", "bundle_from_run", "logits_for", "parse_targets",
+__all__ = ["BuildResult", "bundle_from_run", "logits_for", "parse_targets",
            "predictions_frame", "predictor_from_run", "read_history"]
