@@ -18,6 +18,7 @@ from pepx.evaluation.evaluate import evaluate_predictions
 from pepx.evaluation.metrics import compute_metrics, mean_predictions
 from pepx.evaluation.report import write_json
 from pepx.evaluation.stats import ALPHA
+from pepx.experiments import report_sections as sections
 from pepx.experiments.ablations import ablation_section
 from pepx.experiments.comparisons import HEADLINE, Frames, cell_label, paired_tests, tests_markdown
 from pepx.experiments.external import lso_section
@@ -37,20 +38,6 @@ from pepx.experiments.grid import (
 from pepx.experiments.mitigations import mitigation_section
 from pepx.experiments.optimisation import optimisation_section
 from pepx.experiments.profiles import ABLATIONS, Profile, is_mitigation
-from pepx.experiments.report_sections import (
-    adults_section,
-    breakdown_section,
-    duration,
-    figures_section,
-    headline,
-    is_synthetic,
-    provenance,
-    shortcut_warning,
-    smoke_note,
-    statistics_notes,
-    tables_section,
-    versions,
-)
 from pepx.experiments.tables import cell_summary, write_tables
 from pepx.fileio import write_csv, write_text
 from pepx.markdown import markdown_table
@@ -119,15 +106,16 @@ def write_cv_report(ctx: CVContext, folders: dict[GridRun, Path], *, train_secon
                                      title=f"{cell_label(head)} (pooled out-of-fold, seed ensemble)")
     confounds = confound_report(tested_rows(ctx.folded, ctx.folds))
     lines = [f"# pepx reproduce --cv {ctx.k} — profile `{prof.name}`"
-             f"{' (inner validation)' if ctx.inner_val else ''}", "", *smoke_note(prof.data, prof.image_size),
-             _setup(ctx, preds[head][0]), "",
-             headline(summary, ensemble, head, head_eval, comparable=not is_synthetic(prof.data)), ""]
-    lines += adults_section(head, head_eval)
-    lines += shortcut_warning([w for w in confounds.warnings if w.startswith("[test]")])
-    lines += tables_section(tables, "pooled out-of-fold predictions of all folds, mean ± sd over seeds "
-                            "[95 % CI], final epoch")
+             f"{' (inner validation)' if ctx.inner_val else ''}", "",
+             *sections.smoke_note(prof.data, prof.image_size), _setup(ctx, preds[head][0]), "",
+             sections.headline(summary, ensemble, head, head_eval,
+                               comparable=not sections.is_synthetic(prof.data)), ""]
+    lines += sections.adults_section(head, head_eval)
+    lines += sections.shortcut_warning([w for w in confounds.warnings if w.startswith("[test]")])
+    lines += sections.tables_section(tables, "pooled out-of-fold predictions of all folds, mean ± sd over "
+                                     "seeds [95 % CI], final epoch")
     lines += ["### Accuracy per fold", "", markdown_table(per_fold, digits=3), ""]
-    lines += figures_section(has_abc)
+    lines += sections.figures_section(has_abc)
     lines += ["## Paired tests (McNemar on the pooled predictions)", "",
               "Every pooled image compared between two cells (seed ensembles); exact two-sided McNemar "
               f"p-values, Holm over the table; \"better\" only where p (Holm) < {ALPHA}. \"80 % power for\": "
@@ -144,14 +132,15 @@ def write_cv_report(ctx: CVContext, folders: dict[GridRun, Path], *, train_secon
     leaks = _leak_rows(ctx)
     lines += ["## Data", "", markdown_table(fold_table(ctx.folded), index=True), "", confounds.to_markdown(),
               "", "### Leak check per split", "", markdown_table(leaks), ""]
-    lines += breakdown_section(head, head_eval)
+    lines += sections.breakdown_section(head, head_eval)
     total = time.perf_counter() - start
-    lines += [f"Wall time of this call {duration(total)} ({duration(train_seconds)} of it training).", ""]
-    lines += provenance(prof, timings, total) + statistics_notes(prof, unit="folds")
+    lines += [f"Wall time of this call {sections.duration(total)} ({sections.duration(train_seconds)} of it "
+              "training).", ""]
+    lines += sections.provenance(prof, timings, total) + sections.statistics_notes(prof, unit="folds")
     path = out / "report.md"
     write_text(path, "\n".join(lines))
     write_json({"profile": prof.to_dict(), "cv": ctx.k, "folds": list(ctx.folds),
-                "pseudo_test": ctx.pseudo_test, "inner_val": ctx.inner_val, "versions": versions(),
+                "pseudo_test": ctx.pseudo_test, "inner_val": ctx.inner_val, "versions": sections.versions(),
                 "timings_s": timings, "leaks": leaks, "total_s": time.perf_counter() - start},
                out / "provenance.json")
     return path

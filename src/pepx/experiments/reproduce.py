@@ -13,6 +13,7 @@ from pepx.evaluation.evaluate import evaluate_predictions
 from pepx.evaluation.metrics import mean_predictions
 from pepx.evaluation.report import write_json
 from pepx.evaluation.stats import ALPHA
+from pepx.experiments import report_sections as sections
 from pepx.experiments.comparisons import (
     HEADLINE,
     Cell,
@@ -33,21 +34,6 @@ from pepx.experiments.grid import (
     run_grid,
 )
 from pepx.experiments.profiles import Profile, get_profile
-from pepx.experiments.report_sections import (
-    adults_section,
-    breakdown_section,
-    duration,
-    figures_section,
-    headline,
-    is_synthetic,
-    provenance,
-    shortcut_warning,
-    smoke_note,
-    split_markdown,
-    statistics_notes,
-    tables_section,
-    versions,
-)
 from pepx.experiments.tables import cell_summary, write_tables
 from pepx.fileio import write_csv, write_text
 
@@ -101,20 +87,21 @@ def reproduce(data: str | None = None, profile: str | Profile = "smoke", seeds: 
     timings = read_timings(out)
     total = time.perf_counter() - start
     lines = _report_head(prof, preds, summary, ensemble, head, head_eval, train_seconds, total)
-    lines += adults_section(head, head_eval)
-    lines += shortcut_warning(confounds.warnings)
-    lines += tables_section(tables, "mean ± sd over seeds [95 % CI], final epoch, test split")
-    lines += figures_section(has_abc)
+    lines += sections.adults_section(head, head_eval)
+    lines += sections.shortcut_warning(confounds.warnings)
+    lines += sections.tables_section(tables, "mean ± sd over seeds [95 % CI], final epoch, test split")
+    lines += sections.figures_section(has_abc)
     lines += ["## Paired tests (McNemar, same test images)", "",
               "Seed ensembles (mean probabilities over seeds) compared image by image; exact two-sided "
               "McNemar p-values, Holm-adjusted over all comparisons listed. \"Better\" only where "
               f"p (Holm) < {ALPHA}.", "", tests_markdown(ensemble, per_seed), ""]
-    lines += ["## Data", "", split_markdown(split), "", confounds.to_markdown(), "", leaks.to_markdown(), ""]
-    lines += breakdown_section(head, head_eval)
-    lines += provenance(prof, timings, total) + statistics_notes(prof)
+    lines += ["## Data", "", sections.split_markdown(split), "", confounds.to_markdown(), "",
+              leaks.to_markdown(), ""]
+    lines += sections.breakdown_section(head, head_eval)
+    lines += sections.provenance(prof, timings, total) + sections.statistics_notes(prof)
     path = out / "report.md"
     write_text(path, "\n".join(lines))
-    write_json({"profile": prof.to_dict(), "versions": versions(), "timings_s": timings,
+    write_json({"profile": prof.to_dict(), "versions": sections.versions(), "timings_s": timings,
                 "total_s": time.perf_counter() - start}, out / "provenance.json")
     log(f"report: {path} ({time.perf_counter() - start:.0f} s)")
     return path
@@ -129,13 +116,13 @@ def resolve_profile(profile: str | Profile, **overrides) -> Profile:
 def _report_head(prof: Profile, preds: Frames, summary: pd.DataFrame, ensemble: pd.DataFrame, head: Cell,
                  head_eval: dict, train_seconds: float, total: float) -> list[str]:
     n_seeds = min(len(f) for f in preds.values())
-    synthetic = is_synthetic(prof.data)
+    synthetic = sections.is_synthetic(prof.data)
     title = f"# pepx reproduce — profile `{prof.name}`" + (": a synthetic smoke test" if synthetic else "")
     return [
-        title, "", *smoke_note(prof.data, prof.image_size),
+        title, "", *sections.smoke_note(prof.data, prof.image_size),
         f"Data `{prof.data}`; {prof.n_train} train / {prof.n_test} test images per class, one balanced "
         f"patient-disjoint split for every run; {prof.image_size} px, width {prof.width}, "
-        f"{prof.epochs} epochs; {n_seeds} seed(s). Wall time {duration(total)} "
-        f"({duration(train_seconds)} of it training in this call).", "",
-        headline(summary, ensemble, head, head_eval, comparable=not synthetic), "",
+        f"{prof.epochs} epochs; {n_seeds} seed(s). Wall time {sections.duration(total)} "
+        f"({sections.duration(train_seconds)} of it training in this call).", "",
+        sections.headline(summary, ensemble, head, head_eval, comparable=not synthetic), "",
     ]
