@@ -17,13 +17,13 @@ from PIL import Image
 from pepx import CLASSES
 from pepx.cli import main
 from pepx.data import load_source
+from pepx.data.folds import TRAIN_ONLY, assign_folds, fold_split, lso_sources
 from pepx.errors import ConfigError, RunError
 from pepx.evaluation.metrics import PROB_COLUMNS
 from pepx.experiments import get_profile
 from pepx.experiments.ablations import ablation_names, ablation_runs
 from pepx.experiments.cv import prepare_cv, reproduce_cv, split_of
-from pepx.experiments.external import lso_runs, lso_sources
-from pepx.experiments.folds import TRAIN_ONLY, assign_folds, fold_split
+from pepx.experiments.external import lso_runs
 from pepx.experiments.grid import plan, pooled_predictions, run_dir
 from pepx.experiments.parallel import threads_per_job
 from pepx.experiments.profiles import ABLATIONS

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -21,6 +22,7 @@ from pepx.evaluation.stats import ALPHA, pairwise_tests
 from pepx.experiments.comparisons import fmt_p, points
 from pepx.experiments.grid import GridRun, plan
 from pepx.experiments.profiles import ABLATIONS
+from pepx.fileio import write_csv
 from pepx.markdown import markdown_table
 
 DEFAULT = "default"
@@ -89,3 +91,17 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         "p (Holm)": table["p_holm"].map(fmt_p), "does the choice matter?": table["sentence"],
     })
     return markdown_table(frame, digits=4)
+
+
+def ablation_section(default: Sequence[pd.DataFrame], variants: dict[str, Sequence[pd.DataFrame]], loss: str,
+                     n_boot: int, out: Path) -> list[str]:
+    """The report section: the ablation table (``ablations.csv``) of ``variants`` (ablation -> pooled frames
+    per seed) against ``default``, and what was compared."""
+    table = ablation_tests(default, variants, n_boot)
+    write_csv(table, out / "ablations.csv", index=False)
+    missing = [name for name in ABLATIONS if name not in variants]
+    not_run = [f"Not run here: {', '.join(missing)} (`--ablations` named the others).", ""] if missing else []
+    return ["## Ablations of the paper's choices", "",
+            f"PEPX-ResNet + {loss} as specified (default) against one change at a time, same folds, budget "
+            "and seeds; pooled predictions compared image by image (McNemar, Holm over this table). Positive "
+            "differences mean the paper's choice helps.", "", ablation_markdown(table), "", *not_run]

@@ -17,34 +17,31 @@ from pathlib import Path
 import pandas as pd
 
 from pepx.data import load_source
+from pepx.data.folds import add_pixel_hashes, assign_folds, fold_split, held_out_sources, lso_split
 from pepx.errors import ConfigError
 from pepx.experiments.ablations import ablation_runs
 from pepx.experiments.comparisons import HEADLINE
 from pepx.experiments.executors import Executor
-from pepx.experiments.external import LSO_MODELS, lso_runs, lso_sources, lso_split
-from pepx.experiments.folds import add_pixel_hashes, assign_folds, fold_split
+from pepx.experiments.external import LSO_MODELS, lso_runs
 from pepx.experiments.grid import (
+    FOLDS_FILE,
     GridRun,
-    check_settings,
+    claim,
     plan,
-    profile_settings,
-    read_timings,
     require_grid,
+    split_file,
     train_runs,
 )
 from pepx.experiments.mitigations import mitigation_runs
 from pepx.experiments.profiles import Profile
-from pepx.experiments.report_cv import write_cv_report
+from pepx.experiments.report_cv import CVContext, write_cv_report
 from pepx.fileio import write_csv
-
-FOLDS_FILE, SPLITS_DIR, POOLED_DIR, INNER_DIR = "folds.csv", "splits", "pooled", "inner-val"
 
 
 def prepare_cv(profile: Profile, out: Path, k: int, pseudo_test: bool = False) -> pd.DataFrame:
     """Create ``out`` with its fold assignment ``folds.csv`` (made once; an ``out`` made with other
     settings is refused) and return it."""
-    out.mkdir(parents=True, exist_ok=True)
-    check_settings(out, profile_settings(profile, cv=k, pseudo_test=pseudo_test))
+    claim(out, profile, cv=k, pseudo_test=pseudo_test)
     path = out / FOLDS_FILE
     if not path.exists():
         folded = add_pixel_hashes(assign_folds(load_source(profile.data).manifest, k, seed=profile.split_seed,
@@ -53,32 +50,32 @@ def prepare_cv(profile: Profile, out: Path, k: int, pseudo_test: bool = False) -
     return pd.read_csv(path, dtype={"patient_id": str, "label": str, "path": str})
 
 
-def _write_once(path: Path, make: Callable[[], pd.DataFrame]) -> Path:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_csv(make(), path, index=False)
-    return path
-
-
 def split_of(out: Path, folded: pd.DataFrame) -> Callable[[GridRun], Path]:
     """The split file of a run (written on first use): its fold's, inner fold's or held-out source's."""
-    def split_file(run: GridRun) -> Path:
-        if run.held_out:
-            return _write_once(out / SPLITS_DIR / f"without-{run.held_out}.csv",
-                               lambda: lso_split(folded, run.held_out))
-        name = f"fold{run.fold}{'-inner' if run.inner else ''}.csv"
-        return _write_once(out / SPLITS_DIR / name, lambda: fold_split(folded, run.fold, inner_val=run.inner))
-    return split_file
+    def split_path(run: GridRun) -> Path:
+        path = split_file(out, run.fold, run.inner, run.held_out)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            split = (lso_split(folded, run.held_out) if run.held_out
+                     else fold_split(folded, run.fold, inner_val=run.inner))
+            write_csv(split, path, index=False)
+        return path
+    return split_path
 
 
-def _held_out_sources(folded: pd.DataFrame, names: Sequence[str] | None) -> list[str]:
-    """The sources to hold out: ``names`` (checked against the eligible ones) or every eligible source."""
-    eligible = lso_sources(folded)
-    unknown = [n for n in names or [] if n not in eligible]
-    if unknown:
-        raise ConfigError(f"--lso-sources {', '.join(unknown)}: not a source with two or more classes here; "
-                          f"choose among {', '.join(eligible)}")
-    return list(dict.fromkeys(names)) if names else eligible
+def cv_runs(ctx: CVContext, ablations: Sequence[str], mitigations: Sequence[str], lso_models: Sequence[str],
+            lso_variants: Sequence[str]) -> list[GridRun]:
+    """The runs of ``ctx``: the grid on its folds, then the ablations, mitigations and held-out sources
+    (each run once, in that order)."""
+    seeds, folds, inner = range(ctx.profile.seeds), ctx.folds, ctx.inner_val
+    runs = plan(ctx.profile.models, ctx.profile.losses, seeds, folds, inner=inner)
+    if ablations:
+        runs += [r for r in ablation_runs(ctx.loss, seeds, folds, inner=inner, variants=ablations)
+                 if r not in runs]
+    if mitigations:
+        extra = mitigation_runs(ctx.loss, seeds, folds, mitigations, inner=inner)
+        runs += [r for r in extra if r not in runs]
+    return runs + lso_runs(lso_models, ctx.loss, seeds, ctx.sources, variants=lso_variants)
 
 
 def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool = False,
@@ -112,28 +109,16 @@ def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool
     folds = sorted(set(range(k) if folds is None else folds))
     if not folds or min(folds) < 0 or max(folds) >= k:
         raise ConfigError(f"--folds {folds}: choose among 0..{k - 1}")
-    seeds = range(profile.seeds)
-    loss = HEADLINE[1] if HEADLINE[1] in profile.losses else profile.losses[0]
-    runs = plan(profile.models, profile.losses, seeds, folds, inner=inner_val)
-    if ablations:
-        runs += [r for r in ablation_runs(loss, seeds, folds, inner=inner_val, variants=ablations)
-                 if r not in runs]
-    if mitigations:
-        extra = mitigation_runs(loss, seeds, folds, mitigations, inner=inner_val)
-        runs += [r for r in extra if r not in runs]
-    sources = _held_out_sources(folded, lso_sources) if leave_source_out else []
-    if leave_source_out:
-        runs += lso_runs(lso_models, loss, seeds, sources, variants=lso_variants)
+    ctx = CVContext(profile, out, folded, tuple(folds), k,
+                    loss=HEADLINE[1] if HEADLINE[1] in profile.losses else profile.losses[0],
+                    pseudo_test=pseudo_test, inner_val=inner_val, ablations=bool(ablations),
+                    mitigations=bool(mitigations),
+                    sources=tuple(held_out_sources(folded, lso_sources)) if leave_source_out else ())
+    runs = cv_runs(ctx, ablations, mitigations, lso_models, lso_variants)
     folders = train_runs(profile, out, runs, split_of(out, folded), n_jobs=jobs, log=log, executor=executor,
                          report_only=report_only)
     train_seconds = time.perf_counter() - start
     log("writing the report ...")
-    timings = read_timings(out)
-    report_dir = out / INNER_DIR if inner_val else out
-    path = write_cv_report(profile, report_dir, folded, folders, folds=folds, k=k, pseudo_test=pseudo_test,
-                           inner_val=inner_val, ablations=bool(ablations), mitigations=bool(mitigations),
-                           sources=sources, loss=loss,
-                           split_dir=out / SPLITS_DIR, timings=timings, train_seconds=train_seconds,
-                           start=start)
+    path = write_cv_report(ctx, folders, train_seconds=train_seconds, start=start)
     log(f"report: {path} ({time.perf_counter() - start:.0f} s)")
     return path

@@ -28,6 +28,9 @@ from pepx.fileio import write_text
 from pepx.training.layout import RunLayout
 
 SPLIT_FILE, GRID_FILE, TIMINGS_FILE, RUNS_DIR = "split.csv", "grid.json", "timings.json", "runs"
+#: `pepx reproduce --cv`: the fold assignment, the runs' split files, the pooled predictions of a report, and
+#: the report of ``--inner-val``.
+FOLDS_FILE, SPLITS_DIR, POOLED_DIR, INNER_DIR = "folds.csv", "splits", "pooled", "inner-val"
 #: Per-run logs of an engine that keeps them (SLURM: ``logs/<run>/<job id>_0_log.out``).
 LOGS_DIR = "logs"
 #: Profile fields that may change between calls on one folder (they add or drop runs, not change them).
@@ -74,6 +77,13 @@ def plan(models: Sequence[str], losses: Sequence[str], seeds: Sequence[int],
 
 def run_dir(out: str | Path, run: GridRun) -> Path:
     return Path(out) / RUNS_DIR / run.name
+
+
+def split_file(out: str | Path, fold: int | None, inner: bool = False, held_out: str = "") -> Path:
+    """Where a CV run's split lies: ``splits/without-<source>.csv`` for a held-out source, else
+    ``splits/fold<k>.csv`` (``fold<k>-inner.csv`` when scored on the inner validation fold)."""
+    name = f"without-{held_out}.csv" if held_out else f"fold{fold}{'-inner' if inner else ''}.csv"
+    return Path(out) / SPLITS_DIR / name
 
 
 def read_timings(out: Path) -> dict[str, float]:
@@ -125,15 +135,24 @@ def pooled_predictions(folders: dict[GridRun, Path]) -> list[pd.DataFrame]:
     return pooled
 
 
+def pooled_by(folders: dict[GridRun, Path], key: Callable[[GridRun], Hashable | None]
+              ) -> dict[Hashable, list[pd.DataFrame]]:
+    """The pooled predictions (`pooled_predictions`) of each group of runs that ``key`` makes (`group`)."""
+    return {name: pooled_predictions(runs) for name, runs in group(folders, key).items()}
+
+
 def fold_frames(folders: dict[GridRun, Path]) -> list[pd.DataFrame]:
     """The runs' per-epoch metrics, one frame per (seed, fold)."""
     return [read_metrics(path) for path in folders.values()]
 
 
-def check_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Write ``grid.json`` on the first call; refuse an ``out`` whose saved settings differ."""
+def claim(out: Path, profile: Profile, **protocol: Any) -> None:
+    """Create ``out`` and write its ``grid.json`` (the profile's settings but the free ones, and the
+    ``protocol``'s) on the first call; refuse an ``out`` whose saved settings differ."""
+    out.mkdir(parents=True, exist_ok=True)
     grid_file = out / GRID_FILE
-    settings = json.loads(json.dumps(settings))
+    settings = json.loads(json.dumps(
+        {**{k: v for k, v in profile.to_dict().items() if k not in FREE_SETTINGS}, **protocol}))
     if grid_file.exists():
         saved = json.loads(grid_file.read_text())
         if saved != settings:
@@ -144,16 +163,10 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
         write_text(grid_file, json.dumps(settings, indent=1))
 
 
-def profile_settings(profile: Profile, **protocol: Any) -> dict[str, Any]:
-    """The settings that fix a grid's runs: the profile's (but the free ones) and the protocol's."""
-    return {**{k: v for k, v in profile.to_dict().items() if k not in FREE_SETTINGS}, **protocol}
-
-
 def prepare(profile: Profile, out: str | Path) -> Path:
     """Create ``out`` and its shared single split (refusing an ``out`` made with other settings)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    check_settings(out, profile_settings(profile))
+    claim(out, profile)
     split = out / SPLIT_FILE
     if not split.exists():
         manifest = load_source(profile.data).manifest

@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pepx.data.folds import TRAIN_ONLY
 from pepx.evaluation.bootstrap import LEVEL
 from pepx.evaluation.stats import ALPHA, holm
 from pepx.experiments.comparisons import HEADLINE, Cell, cell_label, fmt_p, points
 from pepx.experiments.figures import optimisation_figure
-from pepx.experiments.folds import TRAIN_ONLY
 from pepx.experiments.grid import GridRun, read_metrics
 from pepx.fileio import write_csv
 from pepx.markdown import markdown_table
@@ -138,8 +138,10 @@ def optimisation_section(grid: Mapping[Cell, Mapping[GridRun, Path]], folded: pd
     cells = {cell: [f for frames in by_fold.values() for f in frames] for cell, by_fold in per_fold.items()}
     e = early_epoch(per_fold, epoch)
     last = max(int(f["epoch"].max()) for frames in cells.values() for f in frames)
-    optimisation_figure(cells, out / "figure_optimisation.png", unit="folds", mark_epoch=e)
     table = early_epoch_tests(per_fold, e, holdout_ratio(folded, folds))
+    tested = (tests_markdown(table) if len(table)
+              else "Nothing to compare: no other network was trained with PEPX-ResNet's loss on these folds.")
+    optimisation_figure(cells, out / "figure_optimisation.png", unit="folds", mark_epoch=e)
     write_csv(table, out / "optimisation.csv", index=False)
     short = " (the last: these runs are too short for an early epoch)" if e == last else ""
     n_pseudo = int((folded["fold"] == TRAIN_ONLY).sum())
@@ -158,5 +160,4 @@ def optimisation_section(grid: Mapping[Cell, Mapping[GridRun, Path]], folded: pd
             "not images, because predictions are stored for the final epoch only (McNemar on the pooled "
             "images is the paired test above, at the final epoch). With K folds the test has K − 1 degrees "
             "of freedom: only large, consistent differences can show.", "",
-            tests_markdown(table) if len(table) else "Nothing to compare: no other network was trained with "
-            "PEPX-ResNet's loss on these folds.", ""]
+            tested, ""]

@@ -20,9 +20,9 @@ import pandas as pd
 from pepx.evaluation.report import fmt_ci
 from pepx.evaluation.stats import pairwise_tests
 from pepx.experiments.comparisons import HEADLINE, detectable_text, fmt_p
-from pepx.experiments.cv import INNER_DIR, reproduce_cv
+from pepx.experiments.cv import reproduce_cv
 from pepx.experiments.executors import Executor
-from pepx.experiments.grid import read_timings
+from pepx.experiments.grid import INNER_DIR, read_timings
 from pepx.experiments.profiles import Profile, get_profile
 from pepx.fileio import write_csv, write_text
 from pepx.markdown import markdown_table

@@ -17,8 +17,7 @@ import pandas as pd
 from pepx.data import DataError, load_source, load_split
 from pepx.errors import ConfigError, RunError
 from pepx.experiments.comparisons import HEADLINE
-from pepx.experiments.cv import FOLDS_FILE
-from pepx.experiments.grid import RUNS_DIR, GridRun, run_dir
+from pepx.experiments.grid import FOLDS_FILE, RUNS_DIR, GridRun, run_dir
 from pepx.losses import LOSSES
 from pepx.models import list_models
 from pepx.training.layout import RunLayout

@@ -1,4 +1,5 @@
-"""Patient-grouped, class-stratified K folds over a whole data set (`pepx reproduce --cv K`).
+"""Patient-grouped, class-stratified K folds over a whole data set (`pepx reproduce --cv K`), and the
+leave-source-out splits drawn from the same rows.
 
 Every image with a real patient id lands in exactly one fold, all images of a patient in the same fold, each
 class spread evenly over the folds (scikit-learn's ``StratifiedGroupKFold``). Fold ``k``'s model trains on
@@ -13,9 +14,15 @@ test images (each its own group), and the report says so.
 With ``inner_val=True`` the split of fold ``k`` leaves fold ``k`` out entirely and holds out fold
 ``(k + 1) mod K`` for scoring (as the run's ``test`` rows, ``cv_role = inner_val``): a recipe is chosen on
 those scores, and the outer test fold is never touched.
+
+Leave-source-out: a source is held out when it holds at least two classes with ``MIN_PER_CLASS`` images or
+more (on cxr-real: cohen, crd, kermany, actualmed), so that its accuracy is not just "which class does this
+hospital send"; its split trains on every other labelled row and tests every row of that source.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +34,7 @@ from pepx.data.split import PSEUDO
 from pepx.errors import ConfigError
 
 TRAIN_ONLY = -1
+MIN_PER_CLASS = 5
 
 
 def _pseudo(frame: pd.DataFrame) -> pd.Series:
@@ -86,6 +94,12 @@ def fold_split(folded: pd.DataFrame, fold: int, inner_val: bool = False) -> pd.D
     return out.reset_index(drop=True)
 
 
+def tested_rows(folded: pd.DataFrame, folds: Sequence[int]) -> pd.DataFrame:
+    """The rows of ``folds`` with ``split = test``, and the training-only rows with ``split = train``."""
+    rows = folded[folded["fold"].isin(folds) | (folded["fold"] == TRAIN_ONLY)]
+    return rows.assign(split=np.where(rows["fold"] == TRAIN_ONLY, "train", "test"))
+
+
 def fold_table(folded: pd.DataFrame) -> pd.DataFrame:
     """Images per class, patients and sources of each fold (``-1`` = training only)."""
     counts = pd.crosstab(folded["fold"], folded["label"]).reindex(columns=list(CLASSES), fill_value=0)
@@ -94,3 +108,27 @@ def fold_table(folded: pd.DataFrame) -> pd.DataFrame:
     counts.index = [("training only" if f == TRAIN_ONLY else str(f)) for f in counts.index]
     counts.index.name = "fold"
     return counts
+
+
+def lso_sources(frame: pd.DataFrame, min_per_class: int = MIN_PER_CLASS) -> list[str]:
+    """Sources holding at least two classes with ``min_per_class`` images or more, by size (largest first)."""
+    counts = pd.crosstab(frame["source"], frame["label"])
+    eligible = counts[(counts >= min_per_class).sum(axis=1) >= 2]
+    return eligible.sum(axis=1).sort_values(ascending=False, kind="stable").index.astype(str).tolist()
+
+
+def lso_split(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Every labelled row: ``test`` where it comes from ``source``, ``train`` elsewhere."""
+    rows = frame[frame["label"].isin(CLASSES)].drop(columns=["fold", "split", "cv_role"], errors="ignore")
+    return rows.assign(split=np.where(rows["source"].astype(str) == source, "test", "train")).reset_index(
+        drop=True)
+
+
+def held_out_sources(frame: pd.DataFrame, names: Sequence[str] | None = None) -> list[str]:
+    """The sources to hold out: ``names`` (checked against `lso_sources`) or every eligible source."""
+    eligible = lso_sources(frame)
+    unknown = [n for n in names or [] if n not in eligible]
+    if unknown:
+        raise ConfigError(f"--lso-sources {', '.join(unknown)}: not a source with two or more classes here; "
+                          f"choose among {', '.join(eligible)}")
+    return list(dict.fromkeys(names)) if names else eligible
