@@ -189,6 +189,8 @@ class TrainConfig(BaseModel):
     @field_validator("eval_splits", mode="before")
     @classmethod
     def _eval_splits(cls, value: Any) -> list[str]:
+        if value is None:
+            raise ValueError("eval_splits: may not be empty")
         items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v]
         bad = [str(s) for s in items if str(s) not in ("val", "test")]
         if bad:
