@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import shlex
 
@@ -40,10 +39,10 @@ def test_train_help_lists_every_config_key_with_default_and_meaning(capsys) -> N
     out = " ".join(capsys.readouterr().out.split())  # wrapped lines joined
     docs = field_docs(TrainConfig)
     defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        assert f.name in docs, f"TrainConfig's docstring does not describe {f.name}"
-        assert re.search(rf"\b{f.name}=\S", out), f.name
-        assert docs[f.name][:30] in out, f.name
+    for name in TrainConfig.model_fields:
+        assert name in docs, f"TrainConfig's docstring does not describe {name}"
+        assert re.search(rf"\b{name}=\S", out), name
+        assert docs[name][:30] in out, name
     assert "epochs=10" in out and "model=pepx_resnet" in out and defaults.epochs == 10
     assert "lr=0.001" in out and "cache_dir=null" in out and "eval_splits=[val,test]" in out
     assert "image_size=128: input side in pixels" in out

@@ -191,7 +191,7 @@ def test_covidnet_dense_sums_use_every_output_once():
 def test_covidnet_zero_init_last_starts_each_stage_as_its_shortcut():
     model = create_model("covidnet", width=SMALL).eval()
     with torch.no_grad():
-        x = torch.randn(1, model.stage1.blocks[0].in_ch, 16, 16)
+        x = torch.randn(1, model.stage1.blocks[0].in_chans, 16, 16)
         torch.testing.assert_close(model.stage1(x), torch.relu(model.stage1.proj(x)))
 
 

@@ -79,6 +79,14 @@ def test_config_yaml_toml_and_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize("override, message", [
     ("lrr=0.1", "did you mean 'lr'"), ("epochs=two", "epochs"), ("optimizer=rmsprop", "optimizer"),
     ("novalue", "key=value"),
+    # one line naming the key, the value and what it may be (pydantic's errors, translated)
+    ("epochs=true", "^epochs=True: expected a number, not true/false$"),
+    ("eval_batch_size=0", r"^eval_batch_size must be >= 1 \(or null\), got 0$"),
+    ("momentum=1", "^momentum must be < 1, got 1$"), ("image_size=99999", "^image_size must be <= 2048"),
+    ("optimizer=rmsprop", "^optimizer='rmsprop': choose one of adam, adamw, sgd$"),
+    ("augment=1", "^augment=1: expected true/false$"),
+    ("model=[a]", r"^model=\['a'\]: expected a single value$"),
+    ("data=null", "^data: may not be empty$"), ("model_kwargs=3", "^model_kwargs=3: expected a mapping$"),
 ])
 def test_bad_override_is_a_clear_error(override: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):

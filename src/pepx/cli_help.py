@@ -4,10 +4,13 @@ section of its docstring), so the help can never list a key the config lacks or 
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import re
 import textwrap
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 DESCRIPTION = textwrap.fill("Train, evaluate, audit and serve chest X-ray classifiers (normal / non-COVID "
                             "pneumonia / COVID-19): PEPX-ResNet and its baselines. Research use only, not a "
@@ -35,8 +38,8 @@ def _plain(text: str) -> str:
     return " ".join(text.replace("``", "").replace("`", "").split())
 
 
-def field_docs(cls: type) -> dict[str, str]:
-    """Each dataclass field of `cls` -> the text its docstring's `Args:` section gives it.
+def field_docs(cls: type[BaseModel]) -> dict[str, str]:
+    """Each field of the pydantic model `cls` -> the text its docstring's `Args:` section gives it.
 
     An entry may name several fields (``n_train, n_test: ...``; they share its text), and one line may hold
     several entries (``image_size: ...; in_chans: ...``). A field the section does not describe is missing
@@ -44,7 +47,7 @@ def field_docs(cls: type) -> dict[str, str]:
     """
     doc = inspect.getdoc(cls) or ""
     args = _plain(doc.split("Args:", 1)[1]) if "Args:" in doc else ""
-    names = sorted((f.name for f in dataclasses.fields(cls)), key=len, reverse=True)
+    names = sorted(cls.model_fields, key=len, reverse=True)
     name = "(?:" + "|".join(map(re.escape, names)) + ")"
     starts = list(re.finditer(rf"(?:^|(?<=[;.] ))({name}(?:, {name})*): ", args))
     docs: dict[str, str] = {}
@@ -62,9 +65,9 @@ def config_keys_epilog(width: int = 110) -> str:
     defaults = TrainConfig()
     docs = field_docs(TrainConfig)
     groups: dict[str, list[str]] = {}  # one entry per docstring text, its keys in field order
-    for f in dataclasses.fields(TrainConfig):
-        value = getattr(defaults, f.name)
-        groups.setdefault(docs.get(f.name, "(undocumented)"), []).append(f"{f.name}={_yaml(value)}")
+    for name in TrainConfig.model_fields:
+        value = getattr(defaults, name)
+        groups.setdefault(docs.get(name, "(undocumented)"), []).append(f"{name}={_yaml(value)}")
     lines = ["config keys (key=value after the options, or in --config; default after '='):"]
     for text, keys in groups.items():
         lines.append(textwrap.fill(f"{', '.join(keys)}: {text}", width=width, initial_indent="  ",

@@ -100,5 +100,5 @@ def create_loss(name: str, **kwargs) -> nn.Module:
     """
     if name not in LOSSES:
         raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-    check_kwargs(LOSSES[name], kwargs, f"loss {name}", owner=name)
+    check_kwargs(LOSSES[name], kwargs, "loss_kwargs", owner=f"loss {name}")
     return LOSSES[name](**kwargs)

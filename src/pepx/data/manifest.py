@@ -134,8 +134,3 @@ def _drop_label_conflicts(rows: list[dict], problems: list[Problem]) -> list[dic
         else:
             kept.append(r)
     return kept
-
-
-def empty_manifest() -> pd.DataFrame:
-    """A manifest with the standard columns and no rows."""
-    return pd.DataFrame({c: pd.Series(dtype="object") for c in MANIFEST_COLUMNS})

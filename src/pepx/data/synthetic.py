@@ -108,13 +108,6 @@ def _finding(rng: np.random.Generator, label: str) -> dict:
     return {}
 
 
-def render(
-    rng: np.random.Generator, size: int, anat: dict, label: str, find: dict, source: str
-) -> np.ndarray:
-    """One image as uint8 [size, size]."""
-    return render_with_mask(rng, size, anat, label, find, source)[0]
-
-
 def render_with_mask(
     rng: np.random.Generator, size: int, anat: dict, label: str, find: dict, source: str
 ) -> tuple[np.ndarray, np.ndarray | None]:

@@ -50,11 +50,11 @@ DEPTHS = (3, 4, 6, 3)
 class DenseStage(nn.Module):
     """One COVID-Net stage: ``n`` PEPX modules, each reading the sum of all earlier outputs of the stage."""
 
-    def __init__(self, in_ch: int, out_ch: int, n: int, stride: int, depthwise: bool = True) -> None:
+    def __init__(self, in_chans: int, out_ch: int, n: int, stride: int, depthwise: bool = True) -> None:
         super().__init__()
-        self.proj = projection(in_ch, out_ch, stride)
+        self.proj = projection(in_chans, out_ch, stride)
         self.blocks = nn.ModuleList(
-            [PEPX(in_ch, out_ch, stride, depthwise)]
+            [PEPX(in_chans, out_ch, stride, depthwise)]
             + [PEPX(out_ch, out_ch, 1, depthwise) for _ in range(n - 1)]
         )
 
@@ -102,22 +102,22 @@ class COVIDNet(nn.Module):
         chans = [scaled(c, width) for c in (widths or VARIANTS[variant])]
         stem = scaled(64, width)
         self.conv1, self.bn1, self.relu, self.maxpool = resnet_stem(in_chans, stem)
-        in_ch = stem
+        prev = stem
         for i, (n, c) in enumerate(zip(DEPTHS, chans, strict=True)):
-            setattr(self, f"stage{i + 1}", DenseStage(in_ch, c, n, 1 if i == 0 else 2, depthwise))
-            in_ch = c
+            setattr(self, f"stage{i + 1}", DenseStage(prev, c, n, 1 if i == 0 else 2, depthwise))
+            prev = c
         if head == "avg":
             self.pool: nn.Module = nn.AdaptiveAvgPool2d(1)
-            feat = in_ch
+            feat = prev
         else:  # published head: flatten the final (img_size/32)^2 map (pooled to that size for other inputs)
             side = max(1, img_size // 32)
             self.pool = nn.AdaptiveAvgPool2d(side)
-            feat = in_ch * side * side
+            feat = prev * side * side
         hidden1, hidden2 = scaled(1024, width), scaled(256, width)
         self.fc1 = nn.Sequential(nn.Linear(feat, hidden1), nn.ReLU(inplace=True))
         self.fc2 = nn.Sequential(nn.Linear(hidden1, hidden2), nn.ReLU(inplace=True))
         self.fc = nn.Linear(hidden2, num_classes)
-        self.num_features = in_ch
+        self.num_features = prev
         init_weights(self)
         for m in (self.fc1[0], self.fc2[0]):  # ReLU MLP: Kaiming keeps the logits' scale through two layers
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")

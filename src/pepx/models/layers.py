@@ -28,7 +28,7 @@ def scaled(channels: int, width: float, divisor: int = 8) -> int:
 
 
 def conv_bn_act(
-    in_ch: int,
+    in_chans: int,
     out_ch: int,
     kernel_size: int = 3,
     stride: int = 1,
@@ -38,7 +38,7 @@ def conv_bn_act(
     """``Conv2d(bias=False) -> BatchNorm2d -> ReLU`` (ReLU omitted when ``act=False``), 'same' padding."""
     layers: list[nn.Module] = [
         nn.Conv2d(
-            in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=False
+            in_chans, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=False
         ),
         nn.BatchNorm2d(out_ch),
     ]
@@ -47,11 +47,11 @@ def conv_bn_act(
     return nn.Sequential(*layers)
 
 
-def projection(in_ch: int, out_ch: int, stride: int = 1) -> nn.Module:
+def projection(in_chans: int, out_ch: int, stride: int = 1) -> nn.Module:
     """Shortcut that matches width and stride: 1x1 conv (stride) + BN, or identity when nothing changes."""
-    if in_ch == out_ch and stride == 1:
+    if in_chans == out_ch and stride == 1:
         return nn.Identity()
-    return conv_bn_act(in_ch, out_ch, 1, stride, act=False)
+    return conv_bn_act(in_chans, out_ch, 1, stride, act=False)
 
 
 def init_weights(model: nn.Module) -> None:

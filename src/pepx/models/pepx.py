@@ -30,7 +30,7 @@ class PEPX(nn.Module):
 
     def __init__(
         self,
-        in_ch: int,
+        in_chans: int,
         out_ch: int,
         stride: int = 1,
         depthwise: bool = False,
@@ -38,12 +38,12 @@ class PEPX(nn.Module):
         expand_ratio: float = 0.75,
     ) -> None:
         super().__init__()
-        proj = make_divisible(in_ch * proj_ratio, 4, min_value=8)
-        expand = make_divisible(in_ch * expand_ratio, 4, min_value=8)
+        proj = make_divisible(in_chans * proj_ratio, 4, min_value=8)
+        expand = make_divisible(in_chans * expand_ratio, 4, min_value=8)
         if expand <= proj:
             expand = proj + 4
-        self.in_ch, self.out_ch, self.proj_ch, self.expand_ch = in_ch, out_ch, proj, expand
-        self.project1 = conv_bn_act(in_ch, proj, 1)
+        self.in_chans, self.out_ch, self.proj_ch, self.expand_ch = in_chans, out_ch, proj, expand
+        self.project1 = conv_bn_act(in_chans, proj, 1)
         self.expand = conv_bn_act(proj, expand, 1)
         self.conv3x3 = conv_bn_act(expand, expand, 3, stride, groups=expand if depthwise else 1)
         self.project2 = conv_bn_act(expand, proj, 1)

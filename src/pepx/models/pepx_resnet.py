@@ -64,7 +64,7 @@ class PEPXResNetBlock(nn.Module):
 
     def __init__(
         self,
-        in_ch: int,
+        in_chans: int,
         out_ch: int,
         stride: int = 1,
         own_pepx: bool = False,
@@ -75,12 +75,13 @@ class PEPXResNetBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.f1 = nn.Sequential(
-            conv_bn_act(in_ch, out_ch, 3, stride), conv_bn_act(out_ch, out_ch, 3, act=False)
+            conv_bn_act(in_chans, out_ch, 3, stride), conv_bn_act(out_ch, out_ch, 3, act=False)
         )
         self.f = nn.Sequential(conv_bn_act(out_ch, out_ch, 3), conv_bn_act(out_ch, out_ch, 3, act=False))
-        self.shortcut = projection(in_ch, out_ch, stride)
+        self.shortcut = projection(in_chans, out_ch, stride)
         self.use_pepx = use_pepx
-        self.pepx = PEPX(in_ch, out_ch, stride, depthwise=pepx_depthwise) if own_pepx and use_pepx else None
+        own = own_pepx and use_pepx
+        self.pepx = PEPX(in_chans, out_ch, stride, depthwise=pepx_depthwise) if own else None
         a, b, c = abc_init
         for name, value in (("A", a), ("B", b), ("C", c))[: 3 if use_pepx else 2]:
             scalar = torch.tensor(float(value))
@@ -144,21 +145,21 @@ class PEPXResNet(nn.Module):
         widths = [scaled(c, width) for c in (64, 128, 256, 512)]
         self.conv1, self.bn1, self.relu, self.maxpool = resnet_stem(in_chans, widths[0])
         own = pepx_input == "block"
-        in_ch = widths[0]
+        prev = widths[0]
         stream = []
         kw = dict(own_pepx=own, pepx_depthwise=pepx_depthwise, abc_init=abc_init, learn_abc=learn_abc,
                   use_pepx=use_pepx)
         for i, (n, w) in enumerate(zip(depths, widths, strict=True)):
             stride = 1 if i == 0 else 2
-            blocks = [PEPXResNetBlock(in_ch, w, stride, **kw)]
+            blocks = [PEPXResNetBlock(prev, w, stride, **kw)]
             blocks += [PEPXResNetBlock(w, w, 1, **kw) for _ in range(n - 1)]
             setattr(self, f"layer{i + 1}", nn.ModuleList(blocks))
-            stream.append(PEPX(in_ch, w, stride, depthwise=pepx_depthwise))
-            in_ch = w
+            stream.append(PEPX(prev, w, stride, depthwise=pepx_depthwise))
+            prev = w
         self.pepx_stream = None if own or not use_pepx else nn.ModuleList(stream)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_ch, num_classes)
-        self.num_features = in_ch
+        self.fc = nn.Linear(prev, num_classes)
+        self.num_features = prev
         init_weights(self)
 
     def stages(self) -> list[nn.ModuleList]:

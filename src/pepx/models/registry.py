@@ -151,7 +151,7 @@ def create_model(
     of the wrong type, naming it.
     """
     factory = model_factory(name)
-    check_kwargs(factory, kwargs, f"model {name}", reserved=("num_classes", "in_chans"), owner=name)
+    check_kwargs(factory, kwargs, "model_kwargs", reserved=("num_classes", "in_chans"), owner=f"model {name}")
     model = factory(num_classes=num_classes, in_chans=in_chans, **kwargs)
     if pretrained is not None:
         load_pretrained(model, pretrained)

@@ -15,24 +15,24 @@ from .layers import init_weights, resnet_stem, scaled
 from .registry import register_model
 
 
-def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+def conv3x3(in_chans: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chans, out_ch, 3, stride=stride, padding=1, bias=False)
 
 
 class BasicBlock(nn.Module):
     """``y = ReLU(BN(conv(ReLU(BN(conv(x))))) + downsample(x))``; stride in ``conv1`` (ResNet v1.5)."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    def __init__(self, in_chans: int, out_ch: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = conv3x3(in_ch, out_ch, stride)
+        self.conv1 = conv3x3(in_chans, out_ch, stride)
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(out_ch, out_ch)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.downsample: nn.Module | None = None
-        if stride != 1 or in_ch != out_ch:
+        if stride != 1 or in_chans != out_ch:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+                nn.Conv2d(in_chans, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -46,7 +46,7 @@ class ResNet(nn.Module):
     """ResNet with BasicBlocks: stem, four stages (strides 1, 2, 2, 2), global average pool, linear ``fc``.
 
     Args:
-        layers: BasicBlocks per stage ((2, 2, 2, 2) is ResNet18).
+        depths: BasicBlocks per stage ((2, 2, 2, 2) is ResNet18).
         num_classes: outputs of the classifier ``fc``.
         in_chans: input channels (1 for grey radiographs).
         width: channel multiplier (64, 128, 256, 512 times ``width``; only 1.0 matches torchvision's shapes).
@@ -56,7 +56,7 @@ class ResNet(nn.Module):
 
     def __init__(
         self,
-        layers: tuple[int, int, int, int] = (2, 2, 2, 2),
+        depths: tuple[int, int, int, int] = (2, 2, 2, 2),
         num_classes: int = 3,
         in_chans: int = 1,
         width: float = 1.0,
@@ -64,15 +64,15 @@ class ResNet(nn.Module):
         super().__init__()
         widths = [scaled(c, width) for c in (64, 128, 256, 512)]
         self.conv1, self.bn1, self.relu, self.maxpool = resnet_stem(in_chans, widths[0])
-        in_ch = widths[0]
-        for i, (n, w) in enumerate(zip(layers, widths, strict=True)):
+        prev = widths[0]
+        for i, (n, w) in enumerate(zip(depths, widths, strict=True)):
             stride = 1 if i == 0 else 2
-            blocks = [BasicBlock(in_ch, w, stride)] + [BasicBlock(w, w) for _ in range(n - 1)]
+            blocks = [BasicBlock(prev, w, stride)] + [BasicBlock(w, w) for _ in range(n - 1)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-            in_ch = w
+            prev = w
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_ch, num_classes)
-        self.num_features = in_ch
+        self.fc = nn.Linear(prev, num_classes)
+        self.num_features = prev
         init_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:

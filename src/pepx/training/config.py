@@ -1,17 +1,30 @@
-"""`TrainConfig`: every setting of one training run, loadable from YAML/TOML and `key=value` overrides."""
+"""`TrainConfig`: every setting of one training run, loadable from YAML/TOML and `key=value` overrides.
+
+Types and ranges are declared once, as pydantic fields; `ConfigError` turns pydantic's errors into one line
+naming the key (``epochs must be >= 1, got 0``; ``optimizer='rmsprop': choose one of adam, adamw, sgd``;
+``unknown config key 'epoch' (did you mean 'epochs'?)``).
+"""
 
 from __future__ import annotations
 
 import difflib
 import re
-import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pepx.checks import MAX_IMAGE_SIZE
 from pepx.data.transforms import Preprocess
@@ -23,32 +36,39 @@ try:
 except ModuleNotFoundError:  # Python 3.10: YAML configs only
     tomllib = None  # type: ignore[assignment]
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "optimizer": ("adam", "adamw", "sgd"),
-    "scheduler": ("cosine", "step", "none"),
-    "accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
-    "precision": ("auto", "32", "16-mixed", "bf16-mixed"),
-    "balanced_sampling": ("none", "class", "source-class"),
-    "domain_adversary": ("none", "source", "source-given-class"),
-}
-#: Largest sane value of each numeric setting (a typo such as `epochs=1000000000` or `num_workers=100000`
-#: would otherwise train forever, fork the machine to death or allocate tens of GB before failing).
-_MAXIMA: dict[str, float] = {
-    "epochs": 100_000, "batch_size": 65_536, "eval_batch_size": 65_536, "image_size": MAX_IMAGE_SIZE,
-    "num_workers": 256, "num_threads": 1024, "num_nodes": 4096, "lr_step_size": 100_000,
-    "n_train": 10_000_000, "n_test": 10_000_000, "n_val": 10_000_000,
-    "seed": 2**32 - 1, "split_seed": 2**32 - 1,  # numpy's and Lightning's seed range
-    "lr": 10.0, "weight_decay": 10.0, "lr_gamma": 10.0, "domain_adversary_weight": 100.0,
-}
 #: YAML booleans of `balanced_sampling` from before it named a scheme.
 _LEGACY_BALANCE = {"True": "class", "true": "class", "False": "none", "false": "none"}
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
 
 
-@dataclass
-class TrainConfig:
+def _no_bool(value: Any) -> Any:
+    """YAML's ``true`` is not a number (pydantic would read it as 1)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
+def _text(value: Any) -> Any:
+    """A single YAML value as text (``precision=32`` is the string "32"); mappings and lists are refused."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+# Numbers as YAML/TOML give them: an integral float is an integer, "1e-3" (text in YAML 1.1) a float.
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+Text = Annotated[str, BeforeValidator(_text)]
+#: Largest sane values: a typo such as `epochs=1000000000` or `num_workers=100000` would otherwise train
+#: forever, fork the machine to death or allocate tens of GB before failing.
+MAX_IMAGES, MAX_BATCH = 10_000_000, 65_536
+
+
+class TrainConfig(BaseModel):
     """Every setting of one training run: one model x one loss on one split (docs/training.md has the table).
 
-    Checked on construction (`validate`); a bad value raises `pepx.errors.ConfigError` naming the field.
+    Each field's type and range is declared once, below, and checked on construction (pydantic); a bad value
+    or an unknown key raises `pepx.errors.ConfigError`, one line naming the key, the value and what it may be.
+    What needs torch (the model and its arguments, the loss, the hardware, the cache folder) is checked by
+    `pepx.training.preflight.check_config` before training.
 
     Args:
         model: a name of `pepx.models.list_models()` (``pepx_resnet``, ``resnet18``, ``covidnet``).
@@ -88,121 +108,133 @@ class TrainConfig:
         progress: progress bar (None: when stderr is a terminal).
     """
 
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
     # what to train
-    model: str = "pepx_resnet"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    loss: str = "ce"
-    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    model: Text = "pepx_resnet"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    loss: Text = "ce"
+    loss_kwargs: dict[str, Any] = Field(default_factory=dict)
     # data: the defaults fit the embedded synthetic set (100 images per class at 128 px), so a bare
     # `pepx train` runs on a fresh machine; the paper's protocol is n_train=1000 n_test=100 image_size=224.
-    data: str = "synthetic"
-    split: str | None = None
-    n_train: int = 70
-    n_test: int = 30
-    n_val: int = 0
-    split_seed: int = 0
-    image_size: int = 128
-    in_chans: int = 1
-    preprocess: dict[str, Any] = field(default_factory=dict)
-    augment: bool = False
-    augment_acquisition: bool = False
-    cache_dir: str | None = None
-    eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])
+    data: Text = "synthetic"
+    split: Text | None = None
+    n_train: Int = Field(70, ge=0, le=MAX_IMAGES)
+    n_test: Int = Field(30, ge=0, le=MAX_IMAGES)
+    n_val: Int = Field(0, ge=0, le=MAX_IMAGES)
+    split_seed: Int = Field(0, ge=0, le=SEED_MAX)
+    image_size: Int = Field(128, ge=1, le=MAX_IMAGE_SIZE)
+    in_chans: Int = 1
+    preprocess: dict[str, Any] = Field(default_factory=dict)
+    augment: StrictBool = False
+    augment_acquisition: StrictBool = False
+    cache_dir: Text | None = None
+    eval_splits: list[str] = Field(default_factory=lambda: ["val", "test"])
     # optimisation
-    epochs: int = 10
-    batch_size: int = 32
-    eval_batch_size: int | None = None
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    scheduler: str = "cosine"
-    lr_step_size: int = 10
-    lr_gamma: float = 0.1
-    balanced_sampling: str = "none"
-    domain_adversary: str = "none"
-    domain_adversary_weight: float = 0.5
-    domain_column: str = "source"
+    epochs: Int = Field(10, ge=1, le=100_000)
+    batch_size: Int = Field(32, ge=1, le=MAX_BATCH)
+    eval_batch_size: Int | None = Field(None, ge=1, le=MAX_BATCH)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: Float = Field(1e-3, gt=0, le=10.0)
+    weight_decay: Float = Field(0.0, ge=0, le=10.0)
+    momentum: Float = Field(0.9, ge=0, lt=1)  # SGD diverges at 1 and above
+    scheduler: Literal["cosine", "step", "none"] = "cosine"
+    lr_step_size: Int = Field(10, ge=1, le=100_000)
+    lr_gamma: Float = Field(0.1, gt=0, le=10.0)
+    balanced_sampling: Literal["none", "class", "source-class"] = "none"
+    domain_adversary: Literal["none", "source", "source-given-class"] = "none"
+    domain_adversary_weight: Float = Field(0.5, ge=0, le=100.0)
+    domain_column: Text = "source"
     # exponential moving average of the weights (and BN statistics), updated every step; evaluation and the
     # saved model use the average. None = off; e.g. 0.99 ~ an average over the last ~100 steps.
-    ema_decay: float | None = None
-    seed: int = 0
-    deterministic: bool = True
+    ema_decay: Float | None = Field(None, gt=0, lt=1)
+    seed: Int = Field(0, ge=0, le=SEED_MAX)
+    deterministic: StrictBool = True
     # hardware
-    num_workers: int = 0
-    num_threads: int | None = None
-    accelerator: str = "auto"
+    num_workers: Int = Field(0, ge=0, le=256)
+    num_threads: Int | None = Field(None, ge=1, le=1024)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | str = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "auto"
+    num_nodes: Int = Field(1, ge=1, le=4096)
+    strategy: Text = "auto"
+    precision: Annotated[Literal["auto", "32", "16-mixed", "bf16-mixed"], BeforeValidator(_text)] = "auto"
     # NHWC tensors: 25-70 % faster training on CPU for all three networks (benchmarks/models.py)
-    channels_last: bool = True
-    progress: bool | None = None
+    channels_last: StrictBool = True
+    progress: StrictBool | None = None
 
-    def __post_init__(self) -> None:
-        self.balanced_sampling = _LEGACY_BALANCE.get(str(self.balanced_sampling), self.balanced_sampling)
-        self.validate()
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise ConfigError(_one_line(err)) from None
 
-    # ------------------------------------------------------------------ checks
-    def validate(self) -> None:
-        """Raise `ConfigError` on an out-of-range or unknown setting (what can be checked without torch; the
-        model, loss and hardware are checked by `pepx.training.checks.check_config` before training)."""
-        for name, choices in _CHOICES.items():
-            if str(getattr(self, name)) not in choices:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(choices)}")
-        for name in ("epochs", "batch_size", "image_size", "num_nodes", "lr_step_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_batch_size", "num_threads"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1 (or null), got {getattr(self, name)}")
-        for name in ("n_train", "n_test", "n_val", "num_workers", "split_seed", "seed"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.split is None and self.n_train < 1:
-            raise ConfigError("n_train=0: no training images (images per class: >= 1 unless `split` is set)")
-        if self.in_chans != 1:
-            raise ConfigError(f"in_chans={self.in_chans}: pepx's datasets yield 1-channel (grey) images; "
-                              "use in_chans=1 (RGB ImageNet weights load by summing first-conv kernels)")
-        for name in ("lr", "lr_gamma"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "momentum", "domain_adversary_weight"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name, top in _MAXIMA.items():
-            value = getattr(self, name)
-            if value is not None and not value <= top:  # also catches inf and nan
-                raise ConfigError(f"{name} must be <= {top}, got {value}")
-        if not self.momentum < 1:
-            raise ConfigError(f"momentum must be < 1 (SGD diverges at 1 and above), got {self.momentum}")
-        _check_devices(self.devices)
-        if self.preprocess:
-            self.preprocess_settings()
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must be in (0, 1) or empty, got {self.ema_decay}")
-        bad = [s for s in self.eval_splits if s not in ("val", "test")]
+    # ------------------------------------------------------------------ checks pydantic cannot declare
+    @field_validator("in_chans")
+    @classmethod
+    def _grey(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(f"in_chans={value}: pepx's datasets yield 1-channel (grey) images; "
+                             "use in_chans=1 (RGB ImageNet weights load by summing first-conv kernels)")
+        return value
+
+    @field_validator("preprocess")
+    @classmethod
+    def _preprocess(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            Preprocess.from_any(value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"preprocess: {err}") from None
+        return value
+
+    @field_validator("eval_splits", mode="before")
+    @classmethod
+    def _eval_splits(cls, value: Any) -> list[str]:
+        if value is None:
+            raise ValueError("eval_splits: may not be empty")
+        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v]
+        bad = [str(s) for s in items if str(s) not in ("val", "test")]
         if bad:
-            raise ConfigError(f"eval_splits: unknown {bad}; use val and/or test")
+            raise ValueError(f"eval_splits: unknown {bad}; use val and/or test")
+        return [str(s) for s in items]
+
+    @field_validator("balanced_sampling", mode="before")
+    @classmethod
+    def _legacy_balance(cls, value: Any) -> Any:
+        return _LEGACY_BALANCE.get(str(value), value)
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices(cls, value: Any) -> int | str:
+        """An integer >= 1, ``auto``, or a list of device indices such as ``0,1``."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError(f"devices must be >= 1 (or auto, or indices like 0,1), got {value}")
+            return value
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"devices={value!r}: expected a single value")
+        text = str(value).strip()
+        if text != "auto" and not re.fullmatch(r"\d+(\s*,\s*\d+)*\s*,?", text):
+            raise ValueError(f"devices={value!r}: use an integer >= 1, auto, or indices like 0,1")
+        return str(value)
+
+    @model_validator(mode="after")
+    def _some_training_images(self) -> TrainConfig:
+        if self.split is None and self.n_train < 1:
+            raise ValueError("n_train=0: no training images (images per class: >= 1 unless `split` is set)")
+        return self
 
     def preprocess_settings(self) -> Preprocess:
-        """`preprocess` as a `pepx.data.Preprocess` (`ConfigError` naming the bad setting)."""
-        try:
-            return Preprocess.from_any(self.preprocess)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"preprocess: {err}") from None
+        """`preprocess` as a `pepx.data.Preprocess` (checked on construction)."""
+        return Preprocess.from_any(self.preprocess)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a mapping, checking every key and coercing every value to its field's type."""
-        hints = _hints()
-        kwargs: dict[str, Any] = {}
-        for key, value in values.items():
-            _check_key(key)
-            kwargs[key] = _coerce(key, value, hints[key])
-        return cls(**kwargs)
+        """Build from a mapping, checking every key and value (`ConfigError` naming the first bad one)."""
+        for key in values:
+            if not isinstance(key, str):
+                _check_key(str(key))
+        return cls(**values)
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
@@ -244,7 +276,6 @@ class TrainConfig:
     def with_overrides(self, overrides: Iterable[str]) -> TrainConfig:
         """A copy with `key=value` overrides; `model_kwargs.width=0.5` sets one entry of a dict field."""
         values = self.to_dict()
-        hints = _hints()
         for item in overrides:
             key, sep, raw = item.partition("=")
             key = key.strip()
@@ -262,19 +293,15 @@ class TrainConfig:
                     raise ConfigError(f"override {item!r}: {top} is not a mapping, so {key} is meaningless")
                 values[top] = {**(values[top] or {}), sub: parsed}
             else:
-                values[top] = _coerce(top, parsed, hints[top])
+                values[top] = parsed
         return TrainConfig.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     def save(self, path: str | Path) -> None:
         """Write as YAML (the run folder's `config.yaml`)."""
         write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_file(path)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -282,76 +309,48 @@ def _reason(err: BaseException) -> str:
     return getattr(err, "strerror", None) or str(err)
 
 
-def _check_devices(devices: int | str) -> None:
-    """`devices`: an integer >= 1, ``auto``, or a list of device indices such as ``0,1``."""
-    if isinstance(devices, int):
-        if devices < 1:
-            raise ConfigError(f"devices must be >= 1 (or auto, or indices like 0,1), got {devices}")
-        return
-    text = str(devices).strip()
-    if text != "auto" and not re.fullmatch(r"\d+(\s*,\s*\d+)*\s*,?", text):
-        raise ConfigError(f"devices={devices!r}: use an integer >= 1, auto, or indices like 0,1")
-
-
-def _hints() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
-
-
 def _check_key(key: str) -> None:
-    names = [f.name for f in fields(TrainConfig)]
+    names = list(TrainConfig.model_fields)
     if key not in names:
         close = difflib.get_close_matches(key, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"unknown config key {key!r}{hint}; known keys: {', '.join(names)}")
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Coerce a parsed YAML/TOML value to the field's declared type, or raise a clear `ConfigError`."""
-    is_union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-    options = typing.get_args(hint) if is_union else (hint,)
-    if value is None:
-        if type(None) in options:
-            return None
-        raise ConfigError(f"{key}: may not be empty")
-    errors = []
-    for option in (o for o in options if o is not type(None)):
+#: pydantic's error types -> what the value should have been.
+_EXPECTED = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+             "float_type": "a number", "float_parsing": "a number", "bool_type": "true/false",
+             "string_type": "a single value", "dict_type": "a mapping", "list_type": "a list"}
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
+           "less_than": ("<", "lt")}
+
+
+def _one_line(err: ValidationError) -> str:
+    """The first of pydantic's errors as one line naming the key, the value and what it may be."""
+    first = err.errors(include_url=False)[0]
+    kind, loc, value = first["type"], first["loc"], first.get("input")
+    key = ".".join(str(part) for part in loc)
+    top = str(loc[0]) if loc else ""
+    if kind == "extra_forbidden":
         try:
-            return _coerce_one(value, option)
-        except (TypeError, ValueError) as err:
-            errors.append(str(err))
-    raise ConfigError(f"{key}={value!r}: {'; '.join(errors)}")
-
-
-def _coerce_one(value: Any, kind: Any) -> Any:
-    origin = typing.get_origin(kind) or kind
-    if origin is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError("expected true/false")
-    if origin is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise TypeError("expected an integer")
-    if origin is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            return float(value)  # YAML reads "1e-3" as a string
-        raise TypeError("expected a number")
-    if origin is str:
-        if isinstance(value, (dict, list)):
-            raise TypeError("expected a single value")
-        return str(value)
-    if origin is list:
-        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v]
-        return [str(v) for v in items]
-    if origin is dict:
-        if isinstance(value, Mapping):
-            return dict(value)
-        raise TypeError("expected a mapping")
-    raise TypeError(f"unsupported type {kind}")
+            _check_key(key)
+        except ConfigError as unknown:
+            return str(unknown)
+    if kind == "value_error":  # the field validators' messages name the key; `_no_bool`'s do not
+        message = str(first["ctx"]["error"])
+        return message if message.startswith(top) else f"{key}={value!r}: {message}"
+    field = TrainConfig.model_fields.get(top)
+    nullable = field is not None and type(None) in typing.get_args(field.annotation)
+    if kind in _BOUNDS:
+        sign, name = _BOUNDS[kind]
+        bound = first["ctx"][name]
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+        return f"{key} must be {sign} {bound}{' (or null)' if nullable else ''}, got {value}"
+    if kind == "literal_error" and field is not None:
+        return f"{key}={value!r}: choose one of {', '.join(map(str, typing.get_args(field.annotation)))}"
+    if value is None:
+        return f"{key}: may not be empty"
+    return f"{key}={value!r}: expected {_EXPECTED.get(kind, first['msg'])}"
 
 
 __all__ = ["TrainConfig"]

@@ -1,11 +1,11 @@
 """`check_config`: what can go wrong with a `TrainConfig` once training has started, checked before any file
 of the run is written.
 
-`TrainConfig.validate` checks each field on its own; this builds what the fields name: the model (arguments
-checked against its factory's signature, then one forward pass at ``image_size``), the loss (arguments checked
-against its class), the hardware (``accelerator=gpu`` needs a visible GPU) and the image cache (a folder that
-can be written: created if missing, a temporary file made and removed). Every failure is a
-`pepx.errors.ConfigError` naming the setting.
+`TrainConfig` checks each field on its own; this builds what the fields name: the model (`create_model` checks
+its arguments against the factory's signature; then one forward pass at ``image_size``), the loss
+(`create_loss` checks its arguments against its class), the hardware (``accelerator=gpu`` needs a visible
+GPU) and the image cache (a folder that can be written: created if missing, a temporary file made and
+removed). Every failure is a `pepx.errors.ConfigError` naming the setting.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 
 from pepx import CLASSES
-from pepx.checks import check_kwargs
 from pepx.data.cache import cache_root
 from pepx.errors import ConfigError
 from pepx.losses import LOSSES, create_loss
-from pepx.models import create_model, list_models, model_factory
+from pepx.models import create_model, list_models
 from pepx.training.config import TrainConfig
 
 
@@ -47,11 +46,11 @@ def _check_cache(config: TrainConfig) -> None:
 def _check_model(config: TrainConfig) -> None:
     if config.model not in list_models():
         raise ConfigError(f"model={config.model!r}: choose one of {', '.join(list_models())}")
-    check_kwargs(model_factory(config.model), config.model_kwargs, "model_kwargs",
-                 reserved=("num_classes", "in_chans"), owner=f"model {config.model}")
     try:
         model = create_model(config.model, num_classes=len(CLASSES), in_chans=config.in_chans,
                              **config.model_kwargs)
+    except ConfigError:  # an unknown argument or a value of the wrong type, named by `create_model`
+        raise
     except (TypeError, ValueError) as err:  # the constructor's own checks (e.g. depths, variant)
         raise ConfigError(f"model={config.model} model_kwargs={config.model_kwargs}: {err}") from None
     size = config.image_size
@@ -67,9 +66,10 @@ def _check_model(config: TrainConfig) -> None:
 def _check_loss(config: TrainConfig) -> None:
     if config.loss not in LOSSES:
         raise ConfigError(f"loss={config.loss!r}: choose one of {', '.join(LOSSES)}")
-    check_kwargs(LOSSES[config.loss], config.loss_kwargs, "loss_kwargs", owner=f"loss {config.loss}")
     try:
         create_loss(config.loss, **config.loss_kwargs)
+    except ConfigError:  # an unknown argument or a value of the wrong type, named by `create_loss`
+        raise
     except (TypeError, ValueError) as err:
         raise ConfigError(f"loss={config.loss} loss_kwargs={config.loss_kwargs}: {err}") from None
 

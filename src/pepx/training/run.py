@@ -15,9 +15,9 @@ import lightning as L
 import pandas as pd
 import torch
 from filelock import FileLock, Timeout
-from lightning.fabric.utilities.rank_zero import _get_rank
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -52,9 +52,10 @@ def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
 
 
 def _rank() -> int:
-    """This process's global rank from the environment (0 outside DDP and in the launching process)."""
+    """This process's global rank (0 outside DDP and in the launching process): Lightning's, which it reads
+    from the environment at import and sets again once DDP starts."""
     node = int(os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or 0)
-    rank = _get_rank() or 0
+    rank = rank_zero_only.rank
     return rank if node == 0 else max(rank, 1)
 
 
