@@ -51,6 +51,8 @@ def test_shipped_bundle_is_intact_small_and_packaged():
     gate = bundle.gate
     assert gate is not None and 0 < gate.reject < 1 and gate.unfamiliar > 0
     assert cfg["gate"]["fitted_on"]["train_films"] == 2250 and cfg["gate"]["fitted_on"]["val_films"] == 300
+    fitted = cfg["gate"]["fitted_on"]
+    assert fitted["weights"] == "source-balanced" and fitted["framed"]["images"] == 1000
     assert "## Input gate" in card and f">= {gate.reject:.3f}" in card
 
 
