@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fakes.runs import fake_run, fake_split
+from fakes.runs import fake_grid
 from pepx.cli import main
 from pepx.errors import ConfigError
 from pepx.evaluation.report import fmt_ci
 from pepx.experiments import get_profile, reproduce
-from pepx.experiments.grid import plan, prepare, run_dir
+from pepx.experiments.grid import prepare
 from pepx.experiments.paper import paper_frame, paper_value
 from pepx.experiments.reproduce import comparison_pairs
 
@@ -49,12 +49,8 @@ def test_comparison_pairs_cover_each_loss_and_the_headline():
 
 
 def _fake_grid(out: Path, profile) -> None:
-    out.mkdir(parents=True)
-    fake_split(30).to_csv(out / "split.csv", index=False)
-    accuracy = {"pepx_resnet": 0.95, "resnet18": 0.9, "covidnet": 0.6}
-    for run in plan(profile.models, profile.losses, range(profile.seeds)):
-        fake_run(run_dir(out, run), accuracy[run.model], seed=run.seed + 10 * len(run.loss),
-                 epochs=profile.epochs, residuals=run.model == "pepx_resnet")
+    fake_grid(out, profile, {"pepx_resnet": 0.95, "resnet18": 0.9, "covidnet": 0.6},
+              seed=lambda run: run.seed + 10 * len(run.loss))
 
 
 def test_report_tables_and_figures_from_fake_runs(tmp_path):

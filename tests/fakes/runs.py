@@ -3,6 +3,7 @@ experiments and registry tests: no training."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 
 from pepx import CLASSES
 from pepx.evaluation.metrics import PROB_COLUMNS
+from pepx.experiments.grid import GridRun, plan, run_dir
 from pepx.training.layout import RunLayout
 
 
@@ -108,3 +110,16 @@ def fake_split(n_per_class: int = 30) -> pd.DataFrame:
     frame = pd.concat([train, test], ignore_index=True)
     frame["pixel_sha1"] = frame["path"]  # unique per image: no pixel duplicates, nothing to decode
     return frame
+
+
+def fake_grid(out: Path, profile, accuracy: Mapping[str, float],
+              seed: Callable[[GridRun], int] = lambda run: run.seed) -> Path:
+    """A finished `pepx reproduce` folder without training: `split.csv` and a `fake_run` for every run of
+    `profile`'s grid, right with probability `accuracy[model]`, seeded by `seed(run)`; PEPX-ResNet's
+    metrics have residual-like early epochs."""
+    out.mkdir(parents=True)
+    fake_split(30).to_csv(out / "split.csv", index=False)
+    for run in plan(profile.models, profile.losses, range(profile.seeds)):
+        fake_run(run_dir(out, run), accuracy[run.model], seed=seed(run), epochs=profile.epochs,
+                 residuals=run.model == "pepx_resnet")
+    return out

@@ -13,11 +13,10 @@ import torch
 from matplotlib.colors import to_hex
 from torch import nn
 
-from fakes.runs import fake_run, fake_split
+from fakes.runs import fake_grid
 from pepx.cli import main
 from pepx.errors import ConfigError
 from pepx.experiments import figures, get_profile, reproduce
-from pepx.experiments.grid import plan, run_dir
 from pepx.models import count_params, create_model, model_infos, register_model, unregister_model
 from pepx.serving.gate.features import stage_names
 from pepx.serving.gradcam import default_layer, grad_cam
@@ -70,12 +69,7 @@ def test_a_new_network_appears_in_pepx_models_and_the_cli_help(tiny, capsys):
 def test_a_new_network_appears_in_the_reproduce_tables_tests_and_figures(tiny, tmp_path, monkeypatch):
     profile = replace(get_profile("smoke", epochs=3, seeds=1, n_boot=100), models=("pepx_resnet", NAME),
                       losses=("focal",))
-    out = tmp_path / "grid"
-    out.mkdir()
-    fake_split(30).to_csv(out / "split.csv", index=False)
-    for run in plan(profile.models, profile.losses, range(profile.seeds)):
-        fake_run(run_dir(out, run), 0.95 if run.model == "pepx_resnet" else 0.5, seed=run.seed,
-                 epochs=profile.epochs, residuals=run.model == "pepx_resnet")
+    out = fake_grid(tmp_path / "grid", profile, {"pepx_resnet": 0.95, NAME: 0.5})
     drawn, save = {}, figures.save
 
     def keep(fig, path):
