@@ -1,4 +1,8 @@
-"""Suite-wide isolation: every test writes its cache (synthetic sets, decoded images) under a temp folder."""
+"""Suite-wide isolation: every test writes its cache (synthetic sets, decoded images) under a temp folder.
+
+Shared fakes live in `tests/fakes/` (plain modules the tests import); fixtures that several folders use are
+here, those of one folder in that folder's `conftest.py` (`serving/conftest.py`: a tiny bundle, a gated one).
+"""
 
 from __future__ import annotations
 
@@ -16,3 +20,10 @@ def _isolated_pepx_cache(tmp_path_factory: pytest.TempPathFactory):
     yield
     if old is None:
         os.environ.pop("PEPX_CACHE", None)
+
+
+@pytest.fixture
+def pepx_cache(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """This test's own cache ($PEPX_CACHE = tmp_path / "cache"): nothing another test decoded is reused."""
+    monkeypatch.setenv("PEPX_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"

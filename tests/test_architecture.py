@@ -168,3 +168,35 @@ def test_model_factories_hide_no_arguments(name):
     params = inspect.signature(model_factory(name)).parameters.values()
     assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     assert {"num_classes", "in_chans", "width"} <= {p.name for p in params}
+
+
+# --------------------------------------------------------------------------- the tests' own layout
+TESTS = ROOT / "tests"
+
+
+def test_no_test_module_imports_another_and_helpers_are_not_named_like_tests():
+    """Shared fakes live in `tests/fakes/` (and fixtures in a `conftest.py`), never in a test module that
+    others import; a `test_*.py` holds tests, so a helper module is never named like one."""
+    wrong = []
+    for path in sorted(TESTS.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            wrong += [f"{path.relative_to(ROOT)}:{node.lineno} imports {name}" for name in names
+                      if name.split(".")[0].startswith("test_") or name.split(".")[0] == "conftest"]
+        tests = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+                 and n.name.lower().startswith("test")]
+        if path.name.startswith("test_") and not tests:
+            wrong.append(f"{path.relative_to(ROOT)} is named like a test module but holds no test")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_test_files_are_grouped_by_package_with_unique_names():
+    """Test folders mirror `src/pepx` (plus `hostile/`, the cross-cutting bad-input probe); no folder has an
+    `__init__.py`, so pytest imports each test file by its bare name, which must be unique."""
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and p.name not in {"__pycache__", "fakes"}}
+    packages = {p.name for p in SRC.iterdir() if (p / "__init__.py").is_file()}
+    assert folders - packages <= {"cli", "hostile"}, folders - packages
+    names = [p.name for p in TESTS.rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakes.images import make_dicom, ramp
 from pepx.cli import build_parser
 from pepx.training import TrainConfig
-from test_data_io import make_dicom, ramp
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
