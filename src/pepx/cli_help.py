@@ -16,7 +16,7 @@ DESCRIPTION = textwrap.fill("Train, evaluate, audit and serve chest X-ray classi
                             "pneumonia / COVID-19): PEPX-ResNet and its baselines. Research use only, not a "
                             "medical device.", width=100)
 
-#: `pepx --help`'s examples: (command, what it does). Each must parse (tests/test_cli_help.py).
+#: `pepx --help`'s examples: (command, what it does). Each must parse (tests/cli/test_cli_help.py).
 EXAMPLES: tuple[tuple[str, str], ...] = (
     ("pepx train --out runs/first epochs=2", "2 epochs on the built-in synthetic films, no download"),
     ("pepx evaluate runs/first", "accuracy, macro-F1, recall per class with 95 % CIs"),

@@ -96,7 +96,7 @@ def equalize(img: np.ndarray) -> np.ndarray:
     film equalised once. Hand-written (3 lines of numpy) because Pillow's `ImageOps.equalize` is not: its
     scale depends on the count of the top grey level, which its first pass changes, so a second pass moves a
     64-px film's pixels by ~7 grey levels, a look a network trained on equalised films still tells apart
-    (tests/test_probes.py measures it)."""
+    (tests/probes/test_probes.py measures it)."""
     cdf = np.cumsum(np.bincount(img.ravel(), minlength=256))
     lut = np.rint(cdf * (255.0 / max(int(cdf[-1]), 1))).astype(np.uint8)
     return lut[img]

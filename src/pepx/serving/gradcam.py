@@ -4,7 +4,7 @@
     cam       = ReLU(sum_k weights_k * A_k), upsampled bilinearly to the input, min-max scaled to [0, 1]
 
 Written as ~40 lines of hooks rather than MONAI's `GradCAM`: MONAI's gives the same map on all three networks
-(tests/test_serving_gradcam.py compares them), but `import monai` takes seconds - longer than a whole
+(tests/serving/test_serving_gradcam.py compares them), but `import monai` takes seconds - longer than a whole
 single-image `pepx predict` - and its wrapper keeps hooks on the module it is given. Here the hook lives only
 for the duration of one call.
 
