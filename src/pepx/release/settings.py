@@ -19,7 +19,7 @@ from pydantic import (
 
 from pepx import CLASSES
 from pepx.evaluation.bootstrap import MAX_BOOT, N_BOOT
-from pepx.serving.settings import config_error
+from pepx.settings_errors import settings_error
 
 #: Operating points made by default: class -> target sensitivity on the validation split.
 DEFAULT_TARGETS: dict[str, float] = {"COVID-19": 0.95}
@@ -70,7 +70,7 @@ class ExportSettings(BaseModel):
         try:
             super().__init__(**values)
         except ValidationError as err:
-            raise config_error(type(self), err) from None
+            raise settings_error(type(self), err, "flag") from None
 
     @field_validator("targets")
     @classmethod
