@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import typing
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,6 +27,19 @@ _EXPECTED = {"int_type": "an integer", "int_parsing": "an integer", "int_from_fl
 #: pydantic's bound errors -> (the sign, the bound's name in the error's context).
 _BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
            "less_than": ("<", "lt")}
+
+
+class Settings(BaseModel):
+    """A pydantic settings model whose bad values raise `settings_error`'s one line (``NAMING`` says how
+    the settings are named) instead of pydantic's `ValidationError`."""
+
+    NAMING: ClassVar[Naming] = "flag"
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise settings_error(type(self), err, self.NAMING) from None
 
 
 def unknown_setting(model: type[BaseModel], name: str, naming: Naming) -> ConfigError:
@@ -92,4 +105,4 @@ def _flag_line(model: type[BaseModel], first: Any, name: str, value: Any, field:
     return f"{flag}{where} {value!r}: {first['msg']}"
 
 
-__all__ = ["Naming", "check_setting_name", "settings_error", "unknown_setting"]
+__all__ = ["Naming", "Settings", "check_setting_name", "settings_error", "unknown_setting"]

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from pepx.data.io import MAX_PIXELS
 from pepx.serving.batching import MAX_WAIT_MS
-from pepx.settings_errors import settings_error
+from pepx.settings_errors import Settings
 
 Int = Annotated[int, Field(strict=True)]
 Float = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
-class ServeSettings(BaseModel):
+class ServeSettings(Settings):
     """How the server behaves (every field is a `pepx serve` option; docs/serving.md explains them).
 
     Args:
@@ -51,12 +51,6 @@ class ServeSettings(BaseModel):
     decode_workers: Annotated[Int, Field(ge=1, le=64)] = 2
     cam_size: Annotated[Int, Field(ge=16, le=4096)] = 512
     runtime_info: dict[str, Any] = Field(default_factory=dict)
-
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as err:
-            raise settings_error(type(self), err, "flag") from None
 
     @property
     def max_body_bytes(self) -> int:

@@ -14,12 +14,10 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -28,7 +26,7 @@ from pepx.checks import MAX_IMAGE_SIZE
 from pepx.data.transforms import Preprocess
 from pepx.errors import ConfigError
 from pepx.fileio import file_problem, write_text
-from pepx.settings_errors import check_setting_name, settings_error
+from pepx.settings_errors import Settings, check_setting_name
 
 try:
     import tomllib
@@ -61,7 +59,7 @@ Text = Annotated[str, BeforeValidator(_text)]
 MAX_IMAGES, MAX_BATCH = 10_000_000, 65_536
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Settings):
     """Every setting of one training run: one model x one loss on one split (docs/training.md has the table).
 
     Each field's type and range is declared once, below, and checked on construction (pydantic); a bad value
@@ -108,6 +106,7 @@ class TrainConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    NAMING = "key"  # errors name config keys (``epochs must be >= 1, got 0``)
 
     # what to train
     model: Text = "pepx_resnet"
@@ -160,12 +159,6 @@ class TrainConfig(BaseModel):
     # NHWC tensors: 25-70 % faster training on CPU for all three networks (benchmarks/models.py)
     channels_last: StrictBool = True
     progress: StrictBool | None = None
-
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as err:
-            raise settings_error(type(self), err, "key") from None
 
     # ------------------------------------------------------------------ checks pydantic cannot declare
     @field_validator("in_chans")
