@@ -19,7 +19,7 @@ from pepx.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "pepx"
-CORE_MODULES = {"__init__", "errors", "markdown", "checks", "console", "fileio"}
+CORE_MODULES = {"__init__", "errors", "markdown", "checks", "console", "fileio", "settings_errors"}
 #: Lazy imports allowed outside cli.py: experiments/ is being rewritten on another branch (issue 10).
 LAZY_ALLOWED: set[str] = set()
 

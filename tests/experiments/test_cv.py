@@ -23,9 +23,9 @@ from pepx.errors import ConfigError, RunError
 from pepx.evaluation.metrics import PROB_COLUMNS
 from pepx.experiments import get_profile
 from pepx.experiments.ablations import ablation_names, ablation_runs
-from pepx.experiments.cv import prepare_cv, reproduce_cv, split_of
+from pepx.experiments.cv import prepare_cv, reproduce_cv
 from pepx.experiments.external import lso_runs
-from pepx.experiments.grid import plan, pooled_predictions, run_dir
+from pepx.experiments.grid import plan, pooled_predictions, run_dir, split_file
 from pepx.experiments.parallel import threads_per_job
 from pepx.experiments.profiles import ABLATIONS
 from pepx.models import create_model
@@ -144,12 +144,12 @@ def _fake_predictions(rows: pd.DataFrame, accuracy: float, seed: int) -> pd.Data
 
 def _fake_cv(out: Path, profile, manifest: pd.DataFrame) -> list:
     """Complete fake run folders for the grid, the ablations and leave-source-out (nothing to train)."""
-    folded = prepare_cv(profile, out, 3)
+    cv = prepare_cv(profile, out, 3)
     runs = plan(profile.models, profile.losses, [0], range(3)) + ablation_runs("focal", [0], range(3))
-    runs = list(dict.fromkeys(runs + lso_runs(["pepx_resnet"], "focal", [0], lso_sources(folded))))
-    splits = split_of(out, folded)
+    runs = list(dict.fromkeys(runs + lso_runs(["pepx_resnet"], "focal", [0], lso_sources(cv.folded))))
     for i, run in enumerate(runs):
-        split = pd.read_csv(splits(run))
+        split = pd.read_csv(cv.write_split(split_file(out, run.fold, held_out=run.held_out), run.fold,
+                                          held_out=run.held_out))
         test = split.query("split == 'test'")
         accuracy = ACCURACY.get((run.model, run.variant), 0.85)
         folder = run_dir(out, run)
@@ -376,10 +376,11 @@ def test_recipe_ranking_from_fake_inner_runs(manifest, tmp_path):
         profile = get_profile(name, data=SYNTH, epochs=3, seeds=1, models=["pepx_resnet"], losses=["focal"],
                               n_boot=200)
         out = tmp_path / name
-        folded = prepare_cv(profile, out, 3)
+        cv = prepare_cv(profile, out, 3)
+        folded = cv.folded
         for fold in range(3):
             run = plan(["pepx_resnet"], ["focal"], [0], [fold], inner=True)[0]
-            test = pd.read_csv(split_of(out, folded)(run)).query("split == 'test'")
+            test = pd.read_csv(cv.write_split(split_file(out, fold, True), fold, True)).query("split=='test'")
             assert set(test["path"]) == set(folded.loc[folded["fold"] == (fold + 1) % 3, "path"])
             fake_metrics_csv(run_dir(out, run) / "metrics.csv", epochs=3, level=acc)
             _fake_predictions(test, acc, seed=fold).to_csv(run_dir(out, run) / "predictions.csv", index=False)

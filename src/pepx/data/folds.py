@@ -18,11 +18,16 @@ those scores, and the outer test fold is never touched.
 Leave-source-out: a source is held out when it holds at least two classes with ``MIN_PER_CLASS`` images or
 more (on cxr-real: cohen, crd, kermany, actualmed), so that its accuracy is not just "which class does this
 hospital send"; its split trains on every other labelled row and tests every row of that source.
+
+`cv_folds` is the one call `pepx reproduce --cv` makes here: the saved fold assignment, the folds run and the
+held-out sources, as a `CVFolds` that writes each run's split file (`CVFolds.write_split`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,6 +37,7 @@ from pepx import CLASSES
 from pepx.data.audit import pixel_hash
 from pepx.data.split import PSEUDO
 from pepx.errors import ConfigError
+from pepx.fileio import write_csv
 
 TRAIN_ONLY = -1
 MIN_PER_CLASS = 5
@@ -132,3 +138,46 @@ def held_out_sources(frame: pd.DataFrame, names: Sequence[str] | None = None) ->
         raise ConfigError(f"--lso-sources {', '.join(unknown)}: not a source with two or more classes here; "
                           f"choose among {', '.join(eligible)}")
     return list(dict.fromkeys(names)) if names else eligible
+
+
+@dataclass(frozen=True, eq=False)
+class CVFolds:
+    """What a cross-validation needs from its data: the fold assignment ``folded`` (as saved), the ``folds``
+    run and the ``sources`` held out (empty without leave-source-out)."""
+
+    folded: pd.DataFrame
+    folds: tuple[int, ...]
+    sources: tuple[str, ...] = ()
+
+    def split(self, fold: int | None, inner_val: bool = False, held_out: str = "") -> pd.DataFrame:
+        """The split of one run: ``held_out``'s (`lso_split`) when a source is held out, else ``fold``'s
+        (`fold_split`)."""
+        return (lso_split(self.folded, held_out) if held_out
+                else fold_split(self.folded, fold, inner_val=inner_val))  # type: ignore[arg-type]
+
+    def write_split(self, path: Path, fold: int | None, inner_val: bool = False, held_out: str = "") -> Path:
+        """``path``, holding that `split` (written unless it exists)."""
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_csv(self.split(fold, inner_val, held_out), path, index=False)
+        return path
+
+
+def cv_folds(path: Path, manifest: Callable[[], pd.DataFrame], k: int, *, seed: int = 0,
+             pseudo_test: bool = False, folds: Sequence[int] | None = None,
+             lso: Sequence[str] | None = None, leave_source_out: bool = False) -> CVFolds:
+    """The fold assignment saved at ``path`` (made there once from ``manifest()`` by `assign_folds`, with
+    `add_pixel_hashes`), the ``folds`` run (default: all ``k``) and the held-out sources (``lso`` checked by
+    `held_out_sources`, when ``leave_source_out``).
+
+    Raises `ConfigError` for a fold outside ``0..k-1`` or a source that cannot be held out.
+    """
+    if not path.exists():
+        folded = add_pixel_hashes(assign_folds(manifest(), k, seed=seed, pseudo_test=pseudo_test))
+        write_csv(folded, path, index=False)
+    folded = pd.read_csv(path, dtype={"patient_id": str, "label": str, "path": str})
+    chosen = sorted(set(range(k) if folds is None else folds))
+    if not chosen or min(chosen) < 0 or max(chosen) >= k:
+        raise ConfigError(f"--folds {chosen}: choose among 0..{k - 1}")
+    sources = tuple(held_out_sources(folded, lso)) if leave_source_out else ()
+    return CVFolds(folded, tuple(chosen), sources)

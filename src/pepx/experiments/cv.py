@@ -14,10 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from pepx.data import load_source
-from pepx.data.folds import add_pixel_hashes, assign_folds, fold_split, held_out_sources, lso_split
+from pepx.data.folds import CVFolds, cv_folds
 from pepx.errors import ConfigError
 from pepx.experiments.ablations import ablation_runs
 from pepx.experiments.comparisons import HEADLINE
@@ -35,32 +33,16 @@ from pepx.experiments.grid import (
 from pepx.experiments.mitigations import mitigation_runs
 from pepx.experiments.profiles import Profile
 from pepx.experiments.report_cv import CVContext, write_cv_report
-from pepx.fileio import write_csv
 
 
-def prepare_cv(profile: Profile, out: Path, k: int, pseudo_test: bool = False) -> pd.DataFrame:
+def prepare_cv(profile: Profile, out: Path, k: int, pseudo_test: bool = False,
+               folds: Sequence[int] | None = None, lso_sources: Sequence[str] | None = None,
+               leave_source_out: bool = False) -> CVFolds:
     """Create ``out`` with its fold assignment ``folds.csv`` (made once; an ``out`` made with other
-    settings is refused) and return it."""
+    settings is refused) and return it with the ``folds`` run and the held-out sources (`cv_folds`)."""
     claim(out, profile, cv=k, pseudo_test=pseudo_test)
-    path = out / FOLDS_FILE
-    if not path.exists():
-        folded = add_pixel_hashes(assign_folds(load_source(profile.data).manifest, k, seed=profile.split_seed,
-                                               pseudo_test=pseudo_test))
-        write_csv(folded, path, index=False)
-    return pd.read_csv(path, dtype={"patient_id": str, "label": str, "path": str})
-
-
-def split_of(out: Path, folded: pd.DataFrame) -> Callable[[GridRun], Path]:
-    """The split file of a run (written on first use): its fold's, inner fold's or held-out source's."""
-    def split_path(run: GridRun) -> Path:
-        path = split_file(out, run.fold, run.inner, run.held_out)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            split = (lso_split(folded, run.held_out) if run.held_out
-                     else fold_split(folded, run.fold, inner_val=run.inner))
-            write_csv(split, path, index=False)
-        return path
-    return split_path
+    return cv_folds(out / FOLDS_FILE, lambda: load_source(profile.data).manifest, k, seed=profile.split_seed,
+                    pseudo_test=pseudo_test, folds=folds, lso=lso_sources, leave_source_out=leave_source_out)
 
 
 def cv_runs(ctx: CVContext, ablations: Sequence[str], mitigations: Sequence[str], lso_models: Sequence[str],
@@ -105,17 +87,17 @@ def reproduce_cv(profile: Profile, out: str | Path, k: int, *, pseudo_test: bool
         require_grid(out)
     elif executor is not None:
         executor.open()  # before anything is written: an engine that cannot be reached is refused first
-    folded = prepare_cv(profile, out, k, pseudo_test=pseudo_test)
-    folds = sorted(set(range(k) if folds is None else folds))
-    if not folds or min(folds) < 0 or max(folds) >= k:
-        raise ConfigError(f"--folds {folds}: choose among 0..{k - 1}")
-    ctx = CVContext(profile, out, folded, tuple(folds), k,
-                    loss=HEADLINE[1] if HEADLINE[1] in profile.losses else profile.losses[0],
-                    pseudo_test=pseudo_test, inner_val=inner_val, ablations=bool(ablations),
-                    mitigations=bool(mitigations),
-                    sources=tuple(held_out_sources(folded, lso_sources)) if leave_source_out else ())
+    assignment = prepare_cv(profile, out, k, pseudo_test=pseudo_test, folds=folds, lso_sources=lso_sources,
+                            leave_source_out=leave_source_out)
+    loss = HEADLINE[1] if HEADLINE[1] in profile.losses else profile.losses[0]
+    ctx = CVContext(profile, out, assignment.folded, assignment.folds, k, loss=loss,
+                    sources=assignment.sources, pseudo_test=pseudo_test, inner_val=inner_val,
+                    ablations=bool(ablations), mitigations=bool(mitigations))
     runs = cv_runs(ctx, ablations, mitigations, lso_models, lso_variants)
-    folders = train_runs(profile, out, runs, split_of(out, folded), n_jobs=jobs, log=log, executor=executor,
+    splits = {} if report_only else {  # every run's split file, written before training starts
+        run: assignment.write_split(split_file(out, run.fold, run.inner, run.held_out), run.fold, run.inner,
+                                    run.held_out) for run in runs}
+    folders = train_runs(profile, out, runs, splits.__getitem__, n_jobs=jobs, log=log, executor=executor,
                          report_only=report_only)
     train_seconds = time.perf_counter() - start
     log("writing the report ...")

@@ -141,8 +141,8 @@ def optimisation_section(grid: Mapping[Cell, Mapping[GridRun, Path]], folded: pd
     table = early_epoch_tests(per_fold, e, holdout_ratio(folded, folds))
     tested = (tests_markdown(table) if len(table)
               else "Nothing to compare: no other network was trained with PEPX-ResNet's loss on these folds.")
-    optimisation_figure(cells, out / "figure_optimisation.png", unit="folds", mark_epoch=e)
     write_csv(table, out / "optimisation.csv", index=False)
+    optimisation_figure(cells, out / "figure_optimisation.png", unit="folds", mark_epoch=e)
     short = " (the last: these runs are too short for an early epoch)" if e == last else ""
     n_pseudo = int((folded["fold"] == TRAIN_ONLY).sum())
     pseudo = f"; n_train counts the {n_pseudo} training-only rows" if n_pseudo else ""

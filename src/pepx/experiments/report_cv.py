@@ -96,6 +96,7 @@ def write_cv_report(ctx: CVContext, folders: dict[GridRun, Path], *, train_secon
     tables = write_tables(summary, out)
     per_fold = fold_accuracy(preds)
     write_csv(per_fold, out / "fold_accuracy.csv", index=False)
+    optimisation = optimisation_section(grid, ctx.folded, ctx.folds, out)  # its figure beside Figures 9-10
     figure9(metrics, out / "figure9.png", unit="folds")
     figure10(metrics, out / "figure10.png", unit="folds")
     has_abc = residual_figure(metrics, out / "figure_abc.png", unit="folds") is not None
@@ -121,7 +122,7 @@ def write_cv_report(ctx: CVContext, folders: dict[GridRun, Path], *, train_secon
               f"p-values, Holm over the table; \"better\" only where p (Holm) < {ALPHA}. \"80 % power for\": "
               "the smallest difference the test would detect at this discordance.", "",
               tests_markdown(ensemble, per_seed), ""]
-    lines += optimisation_section(grid, ctx.folded, ctx.folds, out)
+    lines += optimisation
     if ctx.ablations:
         lines += ablation_section(preds[(HEADLINE[0], loss)], ablated, loss, prof.n_boot, out)
     if ctx.mitigations:

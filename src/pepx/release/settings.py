@@ -5,21 +5,19 @@ range and default once (as `pepx.serving.settings.ServeSettings` does for `pepx 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     StrictBool,
     StringConstraints,
-    ValidationError,
     field_validator,
 )
 
 from pepx import CLASSES
 from pepx.evaluation.bootstrap import MAX_BOOT, N_BOOT
-from pepx.serving.settings import config_error
+from pepx.settings_errors import Settings
 
 #: Operating points made by default: class -> target sensitivity on the validation split.
 DEFAULT_TARGETS: dict[str, float] = {"COVID-19": 0.95}
@@ -28,7 +26,7 @@ Text = Annotated[str, StringConstraints(strict=True, min_length=1)]
 Sensitivity = Annotated[float, Field(strict=True, gt=0.0, le=1.0)]
 
 
-class ExportSettings(BaseModel):
+class ExportSettings(Settings):
     """What `pepx.release.build.bundle_from_run` makes of a run (every field is a `pepx export` option).
 
     Args:
@@ -65,12 +63,6 @@ class ExportSettings(BaseModel):
     gate: StrictBool = True
     gate_ood: str | Path | None = None  # kept as given: the gate's config section quotes it
     history: list[Annotated[dict[str, str], Field(min_length=1)]] | None = None
-
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as err:
-            raise config_error(type(self), err) from None
 
     @field_validator("targets")
     @classmethod

@@ -9,20 +9,19 @@ Threads in serving have two names: `decode_workers` (the pool decoding uploads a
 
 from __future__ import annotations
 
-import difflib
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from pepx.data.io import MAX_PIXELS
-from pepx.errors import ConfigError
 from pepx.serving.batching import MAX_WAIT_MS
+from pepx.settings_errors import Settings
 
 Int = Annotated[int, Field(strict=True)]
 Float = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
-class ServeSettings(BaseModel):
+class ServeSettings(Settings):
     """How the server behaves (every field is a `pepx serve` option; docs/serving.md explains them).
 
     Args:
@@ -53,37 +52,9 @@ class ServeSettings(BaseModel):
     cam_size: Annotated[Int, Field(ge=16, le=4096)] = 512
     runtime_info: dict[str, Any] = Field(default_factory=dict)
 
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as err:
-            raise config_error(type(self), err) from None
-
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_upload_mb * 1_000_000)
 
 
-def config_error(model: type[BaseModel], err: ValidationError) -> ConfigError:
-    """The first problem of `err` as one line naming the option (`--max-batch 0: must be a number in [1,
-    1024]`), or, for a name `model` does not declare, the closest one it does. A setting's option is `--` +
-    its name with dashes unless `model.FLAGS` names another."""
-    first = err.errors()[0]
-    name, value = str(first["loc"][0]), first.get("input")
-    if first["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(name, list(model.model_fields), n=1)
-        return ConfigError(f"{model.__name__}: unknown setting {name!r}"
-                           + (f" (did you mean {close[0]!r}?)" if close else ""))
-    flag = getattr(model, "FLAGS", {}).get(name) or "--" + name.replace("_", "-")
-    if first["type"] == "value_error":  # a validator's own sentence
-        return ConfigError(f"{flag}: {first['msg'].removeprefix('Value error, ')}")
-    meta = model.model_fields[name].metadata
-    low = next((m.ge for m in meta if hasattr(m, "ge")), None)
-    high = next((m.le for m in meta if hasattr(m, "le")), None)
-    if low is not None and high is not None:
-        return ConfigError(f"{flag} {value}: must be a number in [{low:g}, {high:g}]")
-    where = "".join(f"[{k!r}]" for k in first["loc"][1:])
-    return ConfigError(f"{flag}{where} {value!r}: {first['msg']}")
-
-
-__all__ = ["ServeSettings", "config_error"]
+__all__ = ["ServeSettings"]

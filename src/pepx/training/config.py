@@ -1,27 +1,23 @@
 """`TrainConfig`: every setting of one training run, loadable from YAML/TOML and `key=value` overrides.
 
-Types and ranges are declared once, as pydantic fields; `ConfigError` turns pydantic's errors into one line
-naming the key (``epochs must be >= 1, got 0``; ``optimizer='rmsprop': choose one of adam, adamw, sgd``;
-``unknown config key 'epoch' (did you mean 'epochs'?)``).
+Types and ranges are declared once, as pydantic fields; `pepx.settings_errors` turns pydantic's errors into
+one `ConfigError` line naming the key (``epochs must be >= 1, got 0``; ``optimizer='rmsprop': choose one of
+adam, adamw, sgd``; ``unknown config key 'epoch' (did you mean 'epochs'?)``).
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -30,6 +26,7 @@ from pepx.checks import MAX_IMAGE_SIZE
 from pepx.data.transforms import Preprocess
 from pepx.errors import ConfigError
 from pepx.fileio import file_problem, write_text
+from pepx.settings_errors import Settings, check_setting_name
 
 try:
     import tomllib
@@ -62,7 +59,7 @@ Text = Annotated[str, BeforeValidator(_text)]
 MAX_IMAGES, MAX_BATCH = 10_000_000, 65_536
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Settings):
     """Every setting of one training run: one model x one loss on one split (docs/training.md has the table).
 
     Each field's type and range is declared once, below, and checked on construction (pydantic); a bad value
@@ -109,6 +106,7 @@ class TrainConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    NAMING = "key"  # errors name config keys (``epochs must be >= 1, got 0``)
 
     # what to train
     model: Text = "pepx_resnet"
@@ -161,12 +159,6 @@ class TrainConfig(BaseModel):
     # NHWC tensors: 25-70 % faster training on CPU for all three networks (benchmarks/models.py)
     channels_last: StrictBool = True
     progress: StrictBool | None = None
-
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as err:
-            raise ConfigError(_one_line(err)) from None
 
     # ------------------------------------------------------------------ checks pydantic cannot declare
     @field_validator("in_chans")
@@ -233,7 +225,7 @@ class TrainConfig(BaseModel):
         """Build from a mapping, checking every key and value (`ConfigError` naming the first bad one)."""
         for key in values:
             if not isinstance(key, str):
-                _check_key(str(key))
+                check_setting_name(cls, str(key))
         return cls(**values)
 
     @classmethod
@@ -287,7 +279,7 @@ class TrainConfig(BaseModel):
                 problem = getattr(err, "problem", None) or err
                 raise ConfigError(f"override {item!r}: not a YAML value ({problem})") from None
             top, dot, sub = key.partition(".")
-            _check_key(top)
+            check_setting_name(TrainConfig, top)
             if dot:
                 if values[top] is not None and not isinstance(values[top], dict):
                     raise ConfigError(f"override {item!r}: {top} is not a mapping, so {key} is meaningless")
@@ -307,50 +299,6 @@ class TrainConfig(BaseModel):
 # ---------------------------------------------------------------------- helpers
 def _reason(err: BaseException) -> str:
     return getattr(err, "strerror", None) or str(err)
-
-
-def _check_key(key: str) -> None:
-    names = list(TrainConfig.model_fields)
-    if key not in names:
-        close = difflib.get_close_matches(key, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown config key {key!r}{hint}; known keys: {', '.join(names)}")
-
-
-#: pydantic's error types -> what the value should have been.
-_EXPECTED = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-             "float_type": "a number", "float_parsing": "a number", "bool_type": "true/false",
-             "string_type": "a single value", "dict_type": "a mapping", "list_type": "a list"}
-_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
-           "less_than": ("<", "lt")}
-
-
-def _one_line(err: ValidationError) -> str:
-    """The first of pydantic's errors as one line naming the key, the value and what it may be."""
-    first = err.errors(include_url=False)[0]
-    kind, loc, value = first["type"], first["loc"], first.get("input")
-    key = ".".join(str(part) for part in loc)
-    top = str(loc[0]) if loc else ""
-    if kind == "extra_forbidden":
-        try:
-            _check_key(key)
-        except ConfigError as unknown:
-            return str(unknown)
-    if kind == "value_error":  # the field validators' messages name the key; `_no_bool`'s do not
-        message = str(first["ctx"]["error"])
-        return message if message.startswith(top) else f"{key}={value!r}: {message}"
-    field = TrainConfig.model_fields.get(top)
-    nullable = field is not None and type(None) in typing.get_args(field.annotation)
-    if kind in _BOUNDS:
-        sign, name = _BOUNDS[kind]
-        bound = first["ctx"][name]
-        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
-        return f"{key} must be {sign} {bound}{' (or null)' if nullable else ''}, got {value}"
-    if kind == "literal_error" and field is not None:
-        return f"{key}={value!r}: choose one of {', '.join(map(str, typing.get_args(field.annotation)))}"
-    if value is None:
-        return f"{key}: may not be empty"
-    return f"{key}={value!r}: expected {_EXPECTED.get(kind, first['msg'])}"
 
 
 __all__ = ["TrainConfig"]
