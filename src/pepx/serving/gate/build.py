@@ -72,11 +72,11 @@ def _batches(items: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray
 
 
 def _train_images(paths: list[str], n_synthetic: int, seed: int, synthetic: list[np.ndarray],
-                  n_framed: int = 0, variants: list[np.ndarray] | None = None,
-                  variant_of: list[int] | None = None) -> Iterator[np.ndarray]:
+                  n_framed: int = 0, variants: list[tuple[int, np.ndarray]] | None = None
+                  ) -> Iterator[np.ndarray]:
     """Each training film once; the first `n_synthetic` of a seeded order also yield a corruption into
-    `synthetic` (kinds in turn), and `n_framed` films of another seeded order a `framed` variant into
-    `variants` (its film's index into `variant_of`), so every file is read once."""
+    `synthetic` (kinds in turn), and `n_framed` films of another seeded order (its film's index, a `framed`
+    variant) into `variants`, so every file is read once."""
     rng = np.random.default_rng(seed)
     chosen = {int(i): k for k, i in enumerate(rng.permutation(len(paths))[:n_synthetic])}
     frame_rng = np.random.default_rng([seed, 1])
@@ -86,9 +86,8 @@ def _train_images(paths: list[str], n_synthetic: int, seed: int, synthetic: list
         image = read_image(path)
         if i in chosen:
             synthetic.append(corrupt(image, kinds[chosen[i] % len(kinds)], rng, TRAIN_KINDS))
-        if i in to_frame and variants is not None and variant_of is not None:
-            variants.append(framed(image, frame_rng))
-            variant_of.append(i)
+        if i in to_frame and variants is not None:
+            variants.append((i, framed(image, frame_rng)))
         yield image
 
 
@@ -116,12 +115,12 @@ def fit_bundle_gate(bundle: Bundle, split: pd.DataFrame, ood: str | Path | None 
     say(f"gate: features of {len(train)} training films (+ {n_frm} framed, {n_syn} corrupted) and {len(val)} "
         f"validation films through {bundle.id}'s preprocessing and network")
     synthetic_images: list[np.ndarray] = []
-    variant_images: list[np.ndarray] = []
-    variant_of: list[int] = []
+    framed_films: list[tuple[int, np.ndarray]] = []
     train_feats = reader(_train_images(list(train["path"]), n_syn, seed, synthetic_images, n_frm,
-                                       variant_images, variant_of))
+                                       framed_films))
     synthetic = reader(synthetic_images)
-    variants = reader(variant_images) if variant_images else None
+    variant_of = np.array([i for i, _ in framed_films], dtype=int)
+    variants = reader(image for _, image in framed_films) if framed_films else None
     val_feats = reader(read_image(p) for p in val["path"])
     real, ood_info = None, None
     if ood is not None:
@@ -135,7 +134,7 @@ def fit_bundle_gate(bundle: Bundle, split: pd.DataFrame, ood: str | Path | None 
     sources = train["source"].astype(str).to_numpy() if "source" in train else None
     model = fit_gate(train_feats, y, train["patient_id"].astype(str).to_numpy(), synthetic, real,
                      reader.layers, len(classes), C=C, sources=sources, variants=variants,
-                     variant_of=np.asarray(variant_of, dtype=int))
+                     variant_of=variant_of)
     limits = thresholds(model, val_feats, reject_rate, unfamiliar_rate)
     score, distance = model.scores(val_feats)
     section = {
